@@ -1,0 +1,301 @@
+#include "gateway/app.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "gateway/admin/admin_server.hpp"
+#include "gateway/observability/log.hpp"
+#include "gateway/proxy/proxy.hpp"
+
+namespace gw {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+std::shared_ptr<asio::ssl::context> make_server_tls(const TlsServerConfig& tls) {
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  ctx->use_certificate_chain_file(tls.cert_file);
+  ctx->use_private_key_file(tls.key_file, asio::ssl::context::pem);
+  if (!tls.client_ca_file.empty()) {
+    ctx->load_verify_file(tls.client_ca_file);
+    ctx->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+  }
+  return ctx;
+}
+
+// Everything a start or reload builds; throws ConfigError on configuration problems.
+std::shared_ptr<const Runtime> load_runtime(const std::filesystem::path& file) {
+  auto rt = std::make_shared<Runtime>();
+  rt->config = load_config(file);
+  auto policies = load_policies(rt->config.policy_dirs);
+  rt->routes = build_routes(rt->config, std::move(policies));
+  try {
+    rt->client_tls = make_client_tls(rt->config.upstream);
+  } catch (const std::exception& e) {
+    throw ConfigError({rt->config.locate("upstream") + ": upstream.ca_file: " + e.what()});
+  }
+  if (rt->config.listen.tls) {
+    try {
+      rt->server_tls = make_server_tls(*rt->config.listen.tls);
+    } catch (const std::exception& e) {
+      throw ConfigError({rt->config.file.filename().string() + ": listen.tls: " + e.what()});
+    }
+  }
+  return rt;
+}
+
+void print_problems(const ConfigError& e) {
+  for (const auto& line : e.problems()) std::cerr << line << "\n";
+}
+
+std::string pad(std::string s, std::size_t width) {
+  if (s.size() < width) s.append(width - s.size(), ' ');
+  return s;
+}
+
+void print_table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> widths;
+  for (const auto& row : rows)
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      if (widths.size() <= i) widths.push_back(0);
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  for (const auto& row : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < row.size(); ++i) line += pad(row[i], widths[i] + 2);
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::cout << line << "\n";
+  }
+}
+
+class Gateway {
+ public:
+  explicit Gateway(std::filesystem::path file) : file_(std::move(file)) {}
+
+  int run() {
+    std::shared_ptr<const Runtime> rt;
+    try {
+      rt = load_runtime(file_);
+    } catch (const ConfigError& e) {
+      print_problems(e);
+      return 2;
+    }
+    log::set_level(log::parse_level(rt->config.log.level));
+    shared_.runtime.store(rt);
+    shared_.tokens = std::make_shared<StaticTokenProvider>();
+
+    unsigned threads = rt->config.threads ? rt->config.threads : std::thread::hardware_concurrency();
+    if (threads == 0) threads = 1;
+    for (unsigned i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>(shared_));
+
+    try {
+      open_listeners(*rt, threads);
+    } catch (const std::exception& e) {
+      log::event(log::Level::error, "cannot start", {{"error", e.what()}});
+      std::cerr << "gateway: " << e.what() << "\n";
+      return 1;
+    }
+
+    admin_ = std::make_unique<AdminServer>(workers_[0]->ioc, shared_, admin_acceptor_);
+    admin_->start();
+    for (std::size_t i = 0; i < workers_.size(); ++i)
+      asio::co_spawn(workers_[i]->ioc, accept_loop(*acceptors_[i], *workers_[i]), asio::detached);
+
+    asio::signal_set signals(workers_[0]->ioc, SIGTERM, SIGINT, SIGHUP);
+    wait_signal(signals);
+
+    log::event(log::Level::info, "gateway started",
+               {{"version", GATEWAY_VERSION},
+                {"listen", rt->config.listen.address + ":" + std::to_string(listen_port_)},
+                {"admin", rt->config.admin.address + ":" + std::to_string(admin_port_)},
+                {"threads", threads},
+                {"integrations", rt->routes->integrations.size()},
+                {"connections", rt->routes->connections.size()}});
+
+    std::vector<std::thread> pool;
+    for (std::size_t i = 1; i < workers_.size(); ++i)
+      pool.emplace_back([w = workers_[i].get()] { w->ioc.run(); });
+    workers_[0]->ioc.run();
+    for (auto& t : pool) t.join();
+    log::info("gateway stopped");
+    return 0;
+  }
+
+ private:
+  void open_listeners(const Runtime& rt, unsigned threads) {
+    auto address = asio::ip::make_address(rt.config.listen.address);
+    tcp::endpoint ep(address, rt.config.listen.port);
+    for (unsigned i = 0; i < threads; ++i) {
+      // One acceptor per event loop on the same port (SO_REUSEPORT): the kernel spreads
+      // connections and each is served start to end on one thread, with its own pool.
+      auto acc = std::make_unique<tcp::acceptor>(workers_[i]->ioc);
+      acc->open(ep.protocol());
+      acc->set_option(tcp::acceptor::reuse_address(true));
+      int one = 1;
+      ::setsockopt(acc->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+      boost::system::error_code ec;
+      acc->bind(ep, ec);
+      if (ec)
+        throw std::runtime_error("cannot listen on " + rt.config.listen.address + ":" +
+                                 std::to_string(ep.port()) + ": " + ec.message());
+      acc->listen(asio::socket_base::max_listen_connections);
+      if (i == 0) {
+        listen_port_ = acc->local_endpoint().port();
+        ep.port(listen_port_);  // port 0: the others join the port the first one got
+      }
+      acceptors_.push_back(std::move(acc));
+    }
+    admin_acceptor_ = std::make_unique<tcp::acceptor>(workers_[0]->ioc);
+    tcp::endpoint admin_ep(asio::ip::make_address(rt.config.admin.address), rt.config.admin.port);
+    admin_acceptor_->open(admin_ep.protocol());
+    admin_acceptor_->set_option(tcp::acceptor::reuse_address(true));
+    boost::system::error_code ec;
+    admin_acceptor_->bind(admin_ep, ec);
+    if (ec)
+      throw std::runtime_error("cannot listen on " + rt.config.admin.address + ":" +
+                               std::to_string(admin_ep.port()) + " (admin): " + ec.message());
+    admin_acceptor_->listen();
+    admin_port_ = admin_acceptor_->local_endpoint().port();
+  }
+
+  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, Worker& worker) {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor.async_accept(nothrow);
+      if (ec) {
+        if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+        // Out of file descriptors or similar: pause instead of spinning.
+        log::event(log::Level::warn, "accept failed", {{"error", ec.message()}});
+        asio::steady_timer t(worker.ioc, std::chrono::milliseconds(50));
+        co_await t.async_wait(nothrow);
+        continue;
+      }
+      auto rt = shared_.runtime.load();
+      if (static_cast<std::size_t>(shared_.downstream_connections.load()) >=
+          rt->config.limits.max_connections) {
+        boost::system::error_code ignored;
+        socket.close(ignored);  // refused cleanly; existing connections keep working
+        continue;
+      }
+      asio::co_spawn(worker.ioc, serve_downstream(std::move(socket), worker), asio::detached);
+    }
+  }
+
+  void wait_signal(asio::signal_set& signals) {
+    signals.async_wait([this, &signals](boost::system::error_code ec, int sig) {
+      if (ec) return;
+      if (sig == SIGHUP) {
+        reload();
+        wait_signal(signals);
+      } else {
+        drain();
+      }
+    });
+  }
+
+  void reload() {
+    try {
+      auto rt = load_runtime(file_);
+      log::set_level(log::parse_level(rt->config.log.level));
+      shared_.runtime.store(rt);
+      log::event(log::Level::info, "config reloaded",
+                 {{"integrations", rt->routes->integrations.size()},
+                  {"connections", rt->routes->connections.size()}});
+    } catch (const ConfigError& e) {
+      log::event(log::Level::error, "config reload refused; the old config keeps serving",
+                 {{"problems", e.problems()}});
+    } catch (const std::exception& e) {
+      log::event(log::Level::error, "config reload refused; the old config keeps serving",
+                 {{"problems", {e.what()}}});
+    }
+  }
+
+  void drain() {
+    if (shared_.draining.exchange(true)) return;
+    log::info("draining: listeners closed, finishing in-flight requests");
+    for (std::size_t i = 0; i < acceptors_.size(); ++i)
+      asio::post(workers_[i]->ioc, [a = acceptors_[i].get()] {
+        boost::system::error_code ignored;
+        a->close(ignored);
+      });
+    auto deadline = std::chrono::steady_clock::now() + shared_.runtime.load()->config.drain_timeout;
+    asio::co_spawn(workers_[0]->ioc, finish_drain(deadline), asio::detached);
+  }
+
+  asio::awaitable<void> finish_drain(std::chrono::steady_clock::time_point deadline) {
+    asio::steady_timer timer(workers_[0]->ioc);
+    while (shared_.inflight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+      timer.expires_after(std::chrono::milliseconds(20));
+      co_await timer.async_wait(nothrow);
+    }
+    if (shared_.inflight.load() > 0)
+      log::event(log::Level::warn, "drain timeout: abandoning in-flight requests",
+                 {{"inflight", shared_.inflight.load()}});
+    admin_->stop();
+    for (auto& w : workers_) w->ioc.stop();
+  }
+
+  std::filesystem::path file_;
+  ProxyShared shared_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  std::unique_ptr<tcp::acceptor> admin_acceptor_;
+  std::unique_ptr<AdminServer> admin_;
+  unsigned short listen_port_ = 0, admin_port_ = 0;
+};
+
+}  // namespace
+
+int check_config(const std::filesystem::path& config_file) {
+  std::shared_ptr<const Runtime> rt;
+  try {
+    rt = load_runtime(config_file);
+  } catch (const ConfigError& e) {
+    print_problems(e);
+    return 2;
+  }
+  const auto& cfg = rt->config;
+  std::cout << config_file.string() << ": OK\n";
+  std::cout << "listen " << cfg.listen.address << ":" << cfg.listen.port << ", admin "
+            << cfg.admin.address << ":" << cfg.admin.port << ", store " << cfg.store.kind << ", "
+            << rt->routes->policies.size() << " policies\n\n";
+  std::vector<std::vector<std::string>> rows{
+      {"INTEGRATION", "POLICY", "CREDENTIAL", "UPSTREAM", "CONNECTIONS", "DEFAULT"}};
+  for (const auto& [name, integ] : rt->routes->integrations) {
+    const auto& p = *integ->policy;
+    std::string where;
+    switch (p.inject.kind) {
+      case InjectKind::header: where = "header " + p.inject.name; break;
+      case InjectKind::query: where = "query " + p.inject.name; break;
+      case InjectKind::basic: where = "basic auth"; break;
+    }
+    std::string upstream = integ->config.overrides.upstream.empty() ? p.upstream.source()
+                                                                     : integ->config.overrides.upstream;
+    std::string conns;
+    for (const auto& c : integ->connections)
+      conns += (conns.empty() ? "" : ",") + c->id + "(" + c->grant + ")";
+    rows.push_back({name, p.name, where, upstream, conns.empty() ? "-" : conns,
+                    integ->default_connection ? integ->default_connection->id : "-"});
+  }
+  print_table(rows);
+  return 0;
+}
+
+int run_gateway(const std::filesystem::path& config_file) {
+  Gateway gateway(config_file);
+  return gateway.run();
+}
+
+}  // namespace gw

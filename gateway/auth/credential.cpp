@@ -1,0 +1,59 @@
+#include "gateway/auth/credential.hpp"
+
+#include <openssl/evp.h>
+
+namespace gw {
+
+std::string base64_encode(std::string_view data) {
+  std::string out(4 * ((data.size() + 2) / 3), '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(data.data()),
+                          static_cast<int>(data.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+std::optional<std::string> lookup_placeholder(const Connection& c, const StringMap& extra,
+                                              std::string_view name) {
+  std::string key(name);
+  if (auto it = c.vars.find(key); it != c.vars.end()) return it->second;
+  if (auto it = c.credentials.find(key); it != c.credentials.end()) return it->second;
+  if (name == "client_id") return c.client_id;
+  if (name == "client_secret") return c.client_secret;
+  if (auto it = extra.find(key); it != extra.end()) return it->second;
+  return std::nullopt;
+}
+
+std::optional<Credential> render_credential(const Connection& c, std::string access_token,
+                                            std::string* error) {
+  Credential out;
+  const InjectSpec& spec = c.policy->inject;
+  StringMap extra{{"access_token", access_token}};
+  auto lookup = [&](std::string_view name) { return lookup_placeholder(c, extra, name); };
+  std::string missing;
+  out.kind = spec.kind;
+  out.name = spec.name;
+  if (spec.kind == InjectKind::basic) {
+    auto user = spec.username.render(lookup, &missing);
+    auto pass = user ? spec.password.render(lookup, &missing) : std::nullopt;
+    if (!user || !pass) {
+      if (error) *error = "no value for {" + missing + "}";
+      return std::nullopt;
+    }
+    out.value = "Basic " + base64_encode(*user + ":" + *pass);
+    out.secrets = {*pass, out.value.substr(6)};
+  } else {
+    auto value = spec.value.render(lookup, &missing);
+    if (!value) {
+      if (error) *error = "no value for {" + missing + "}";
+      return std::nullopt;
+    }
+    out.value = *value;
+    out.secrets = {out.value};
+  }
+  if (!access_token.empty()) out.secrets.push_back(access_token);
+  out.access_token = std::move(access_token);
+  return out;
+}
+
+}  // namespace gw

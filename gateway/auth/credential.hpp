@@ -1,0 +1,74 @@
+// A connection's credential as the proxy uses it: an immutable snapshot that is replaced,
+// never modified, so request threads read it without waiting on a refresh (STYLE 8).
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gateway/config/config.hpp"
+#include "gateway/policy/policy.hpp"
+
+namespace gw {
+
+using Clock = std::chrono::system_clock;
+
+struct Credential {
+  std::uint64_t version = 0;  // increases with every new token of the connection
+  std::string access_token;   // empty for static API keys
+  Clock::time_point expires_at = Clock::time_point::max();  // max(): never expires
+  Clock::time_point issued_at{};
+
+  // Pre-rendered injection: the header (or query parameter) name and its value.
+  InjectKind kind = InjectKind::header;
+  std::string name;
+  std::string value;
+  // Every value that must never travel back to the caller or reach a log.
+  std::vector<std::string> secrets;
+};
+
+// Where a connection's requests go, derived from the policy's upstream URL.
+struct UpstreamTarget {
+  std::string host;       // for DNS / connect ("::1" without brackets)
+  std::string port;       // "443" by default
+  std::string host_header;  // Host: value
+  std::string base_path;  // "" or "/api/v2" (no trailing slash)
+  bool ip_literal = false;
+  std::string key() const { return host + ":" + port; }
+};
+
+// One authorized vendor account. The identity and rendered values are fixed at creation;
+// only the credential snapshot changes.
+class Connection {
+ public:
+  std::string id;
+  std::string integration;
+  std::string grant;
+  StringMap vars;          // policy defaults < integration vars < connection vars
+  StringMap credentials;   // bootstrap credentials from the config or the admin API
+  UpstreamTarget upstream;
+  std::shared_ptr<const Policy> policy;
+  std::string client_id, client_secret;
+
+  std::shared_ptr<const Credential> current() const { return credential_.load(); }
+  void publish(std::shared_ptr<const Credential> c) { credential_.store(std::move(c)); }
+
+ private:
+  std::atomic<std::shared_ptr<const Credential>> credential_;
+};
+
+// Renders the policy's inject spec for `token` into a Credential. Nullopt with `error` set
+// when a placeholder has no value.
+std::optional<Credential> render_credential(const Connection& connection, std::string access_token,
+                                            std::string* error);
+
+// Looks up a placeholder for a connection: its vars, then credentials, then client
+// id/secret and the extra values given (access_token, redirect_uri, state).
+std::optional<std::string> lookup_placeholder(const Connection& connection,
+                                              const StringMap& extra, std::string_view name);
+
+std::string base64_encode(std::string_view data);
+
+}  // namespace gw

@@ -1,0 +1,39 @@
+// The seam between the proxy and the token lifecycle: the proxy asks for a connection's
+// credential before each request and reports a rejection; the provider decides whether to
+// wait for, start or share a refresh. Static credentials and the OAuth cache implement it.
+#pragma once
+#include <boost/asio/awaitable.hpp>
+
+#include <memory>
+#include <string>
+
+#include "gateway/auth/credential.hpp"
+
+namespace gw {
+
+struct CredentialResult {
+  std::shared_ptr<const Credential> credential;  // null when none is usable
+  std::string error;  // why not: shown to the caller in the 503 message (never a secret)
+};
+
+class TokenProvider {
+ public:
+  virtual ~TokenProvider() = default;
+  // The credential to inject now. Never an expired one; may wait for a running refresh.
+  virtual boost::asio::awaitable<CredentialResult> acquire(std::shared_ptr<Connection> c) = 0;
+  // The vendor rejected `used`. Returns the credential to replay with (a newer one), or
+  // none when a replay cannot help.
+  virtual boost::asio::awaitable<CredentialResult> rejected(
+      std::shared_ptr<Connection> c, std::shared_ptr<const Credential> used) = 0;
+};
+
+// Credentials fixed in the config (grant: static): an access token or an API key. A
+// rejection cannot be cured by refreshing, so the answer is passed through.
+class StaticTokenProvider final : public TokenProvider {
+ public:
+  boost::asio::awaitable<CredentialResult> acquire(std::shared_ptr<Connection> c) override;
+  boost::asio::awaitable<CredentialResult> rejected(std::shared_ptr<Connection> c,
+                                                    std::shared_ptr<const Credential> used) override;
+};
+
+}  // namespace gw

@@ -1,0 +1,79 @@
+// A vendor policy (SPEC section 4): how to reach the vendor, how to obtain and refresh its
+// tokens, and where the credential goes on each request. Data loaded from YAML.
+#pragma once
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "gateway/config/config.hpp"
+#include "gateway/policy/template.hpp"
+
+namespace gw {
+
+struct VarSpec {
+  std::string pattern_text;
+  std::optional<std::regex> pattern;
+  bool required = false;
+  std::optional<std::string> default_value;
+};
+
+enum class ClientAuth { basic, body, query, none };
+enum class StateMode { param, cookie };
+enum class InjectKind { header, query, basic };
+enum class ReplayMode { all, idempotent };
+
+using TemplateParams = std::vector<std::pair<std::string, Template>>;
+
+struct GrantSpec {
+  TemplateParams params;
+  std::optional<ClientAuth> client_auth;  // overrides token.client_auth for this grant
+};
+
+struct OAuthSpec {
+  struct {
+    Template url;
+    TemplateParams params;
+    StateMode state = StateMode::param;
+  } authorize;
+  Template token_url;
+  std::string token_method = "POST";  // POST (form body) | GET (query string)
+  ClientAuth client_auth = ClientAuth::body;
+  std::optional<Template> refresh_url;
+  std::map<std::string, GrantSpec> grants;
+  std::optional<Millis> default_expires_in;  // absent: tokens without expires_in never expire
+  std::optional<Millis> refresh_token_lifetime;
+  std::optional<Template> revoke_url;
+  std::string revoke_method = "POST";
+};
+
+struct InjectSpec {
+  InjectKind kind = InjectKind::header;
+  std::string name;  // header or query parameter name
+  Template value;    // header/query value
+  Template username, password;  // basic
+};
+
+struct Policy {
+  std::string name, title, docs;
+  std::filesystem::path file;
+  std::map<std::string, VarSpec> vars;
+  Template upstream;
+  std::optional<OAuthSpec> oauth;
+  InjectSpec inject;
+  std::set<unsigned> reauth_on{401};
+  ReplayMode replay = ReplayMode::all;
+
+  bool refreshable() const { return oauth && oauth->grants.count("refresh_token"); }
+};
+
+using PolicyMap = std::map<std::string, std::shared_ptr<const Policy>>;
+
+// Loads every *.yaml / *.yml in the folders; throws ConfigError listing all problems.
+PolicyMap load_policies(const std::vector<std::filesystem::path>& dirs);
+
+}  // namespace gw

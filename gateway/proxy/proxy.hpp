@@ -1,0 +1,48 @@
+// What the proxy's event loops share: the current runtime snapshot (config, routes, TLS
+// context), the token provider and process-wide counters; and the per-thread Worker.
+#pragma once
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include <atomic>
+#include <memory>
+
+#include "gateway/auth/token_provider.hpp"
+#include "gateway/config/config.hpp"
+#include "gateway/proxy/routes.hpp"
+#include "gateway/proxy/upstream_pool.hpp"
+
+namespace gw {
+
+// Everything a request needs that a reload may replace, swapped as one immutable unit:
+// a request keeps the snapshot it started with until it ends.
+struct Runtime {
+  Config config;
+  std::shared_ptr<const Routes> routes;
+  std::shared_ptr<boost::asio::ssl::context> client_tls;
+  std::shared_ptr<boost::asio::ssl::context> server_tls;  // null: plain HTTP listener
+};
+
+struct ProxyShared {
+  std::atomic<std::shared_ptr<const Runtime>> runtime;
+  std::shared_ptr<TokenProvider> tokens;
+  UpstreamCounters upstream;
+  std::atomic<bool> draining{false};
+  std::atomic<std::int64_t> downstream_connections{0};
+  std::atomic<std::int64_t> inflight{0};
+};
+
+// One event loop thread: its io_context and its upstream pool.
+struct Worker {
+  explicit Worker(ProxyShared& s) : ioc(1), pool(ioc, s.upstream), shared(s) {}
+  boost::asio::io_context ioc;
+  UpstreamPool pool;
+  ProxyShared& shared;
+};
+
+// Serves one downstream connection until it closes (plain or TLS per the runtime).
+boost::asio::awaitable<void> serve_downstream(boost::asio::ip::tcp::socket socket, Worker& worker);
+
+}  // namespace gw

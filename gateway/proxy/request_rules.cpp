@@ -1,0 +1,222 @@
+#include "gateway/proxy/request_rules.hpp"
+
+#include <boost/url/encode.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
+#include <boost/url/url.hpp>
+
+#include <algorithm>
+#include <cctype>
+
+namespace gw {
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+int hex(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Percent-decodes; nullopt on a malformed escape.
+std::optional<std::string> pct_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size() || hex(s[i + 1]) < 0 || hex(s[i + 2]) < 0) return std::nullopt;
+    out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+    i += 2;
+  }
+  return out;
+}
+
+bool dot_segment(std::string_view decoded) {
+  // A decoded segment may itself hold '/' or '\' (from %2f, %5c): check every piece.
+  std::size_t start = 0;
+  while (true) {
+    auto end = decoded.find_first_of("/\\", start);
+    auto piece = decoded.substr(start, end == std::string_view::npos ? end : end - start);
+    if (piece == "." || piece == "..") return true;
+    if (end == std::string_view::npos) return false;
+    start = end + 1;
+  }
+}
+
+}  // namespace
+
+std::optional<SplitTarget> split_target(std::string_view target, std::string* why) {
+  auto fail = [&](const char* text) -> std::optional<SplitTarget> {
+    if (why) *why = text;
+    return std::nullopt;
+  };
+  if (target.empty() || target[0] != '/')
+    return fail("the request target must be a path (origin-form)");
+  if (target.size() > 1 && target[1] == '/') return fail("the request target must not start with //");
+  for (char c : target)
+    if (c == '\0' || c == '\r' || c == '\n') return fail("the request target holds NUL, CR or LF");
+  auto qpos = target.find('?');
+  std::string_view path = target.substr(0, qpos);
+  auto decoded_all = pct_decode(target);
+  if (!decoded_all) return fail("the request target has a malformed percent-escape");
+  for (char c : *decoded_all)
+    if (c == '\0' || c == '\r' || c == '\n') return fail("the request target holds NUL, CR or LF");
+  if (path.find('#') != std::string_view::npos) return fail("the request target holds a fragment");
+
+  // Check every segment, decoded, for '.' and '..'.
+  std::size_t pos = 1;
+  while (pos <= path.size()) {
+    auto end = path.find('/', pos);
+    auto seg = path.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+    auto decoded = pct_decode(seg);
+    if (!decoded) return fail("the request path has a malformed percent-escape");
+    if (dot_segment(*decoded)) return fail("the request path holds a '.' or '..' segment");
+    if (end == std::string_view::npos) break;
+    pos = end + 1;
+  }
+
+  SplitTarget out;
+  auto first_end = path.find('/', 1);
+  out.integration = std::string(path.substr(1, first_end == std::string_view::npos ? std::string_view::npos : first_end - 1));
+  out.path = first_end == std::string_view::npos ? "/" : std::string(path.substr(first_end));
+  if (qpos != std::string_view::npos) {
+    out.has_query = true;
+    out.query = std::string(target.substr(qpos + 1));
+  }
+  if (out.integration.empty()) return fail("the request path names no integration");
+  return out;
+}
+
+std::vector<std::string> connection_tokens(std::string_view header) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos < header.size()) {
+    auto end = header.find(',', pos);
+    if (end == std::string_view::npos) end = header.size();
+    auto token = header.substr(pos, end - pos);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+    if (!token.empty()) out.emplace_back(token);
+    pos = end + 1;
+  }
+  return out;
+}
+
+bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& tokens) {
+  static constexpr std::string_view fixed[] = {"connection", "keep-alive", "te", "trailer",
+                                               "transfer-encoding", "upgrade",
+                                               "proxy-connection", "proxy-authenticate",
+                                               "proxy-authorization"};
+  for (auto f : fixed)
+    if (iequals(name, f)) return true;
+  if (name.size() >= 6 && iequals(name.substr(0, 6), "proxy-")) return true;
+  for (const auto& t : tokens)
+    if (iequals(name, t)) return true;
+  return false;
+}
+
+bool glob_match(std::string_view pattern, std::string_view path) {
+  if (pattern.empty()) return path.empty();
+  if (pattern.substr(0, 2) == "**") {
+    auto rest = pattern.substr(2);
+    for (std::size_t i = 0; i <= path.size(); ++i)
+      if (glob_match(rest, path.substr(i))) return true;
+    return false;
+  }
+  if (pattern[0] == '*') {
+    auto rest = pattern.substr(1);
+    for (std::size_t i = 0; i <= path.size(); ++i) {
+      if (glob_match(rest, path.substr(i))) return true;
+      if (i < path.size() && path[i] == '/') break;
+    }
+    return false;
+  }
+  return !path.empty() && pattern[0] == path[0] && glob_match(pattern.substr(1), path.substr(1));
+}
+
+bool allowed(const std::vector<AllowRule>& rules, std::string_view method, std::string_view path) {
+  for (const auto& rule : rules) {
+    bool method_ok = rule.methods.empty() ||
+                     std::any_of(rule.methods.begin(), rule.methods.end(),
+                                 [&](const std::string& m) { return iequals(m, method); });
+    if (!method_ok) continue;
+    if (rule.paths.empty()) return true;
+    for (const auto& p : rule.paths)
+      if (glob_match(p, path)) return true;
+  }
+  return false;
+}
+
+std::string rewrite_query(std::string_view query, std::string_view name, std::string_view value) {
+  boost::urls::url u;
+  boost::core::string_view q(query.data(), query.size());
+  if (!query.empty()) {
+    // Keep the caller's escapes as they are; a malformed one was refused by split_target.
+    if (auto pct = boost::urls::make_pct_string_view(q)) u.set_encoded_query(*pct);
+    else u.set_query(q);
+  }
+  boost::core::string_view key(name.data(), name.size());
+  u.params().erase(key);
+  u.params().append({key, boost::core::string_view(value.data(), value.size())});
+  auto out = u.encoded_query();
+  return std::string(out.data(), out.size());
+}
+
+bool redact(std::string& text, const std::vector<std::string>& secrets) {
+  bool any = false;
+  for (const auto& s : secrets) {
+    if (s.empty()) continue;
+    std::size_t pos = 0;
+    while ((pos = text.find(s, pos)) != std::string::npos) {
+      text.replace(pos, s.size(), "REDACTED");
+      pos += 8;
+      any = true;
+    }
+  }
+  return any;
+}
+
+std::string redact_query_params(std::string_view target, const std::vector<std::string>& names) {
+  auto q = target.find('?');
+  if (q == std::string_view::npos || names.empty()) return std::string(target);
+  std::string out(target.substr(0, q + 1));
+  auto query = target.substr(q + 1);
+  std::size_t pos = 0;
+  bool first = true;
+  while (pos <= query.size()) {
+    auto end = query.find('&', pos);
+    auto pair = query.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+    auto eq = pair.find('=');
+    auto raw_name = pair.substr(0, eq);
+    auto name = pct_decode(raw_name).value_or(std::string(raw_name));
+    if (!first) out += '&';
+    first = false;
+    if (eq != std::string_view::npos &&
+        std::find(names.begin(), names.end(), name) != names.end()) {
+      out.append(raw_name);
+      out += "=REDACTED";
+    } else {
+      out.append(pair);
+    }
+    if (end == std::string_view::npos) break;
+    pos = end + 1;
+  }
+  return out;
+}
+
+bool is_idempotent(std::string_view m) {
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" ||
+         m == "TRACE";
+}
+
+}  // namespace gw

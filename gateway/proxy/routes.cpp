@@ -1,0 +1,189 @@
+#include "gateway/proxy/routes.hpp"
+
+#include <boost/url/parse.hpp>
+
+namespace gw {
+
+std::string parse_upstream(const std::string& url, UpstreamTarget& out) {
+  auto parsed = boost::urls::parse_absolute_uri(url);
+  if (!parsed) return "\"" + url + "\" is not an absolute URL";
+  const auto& u = *parsed;
+  if (u.scheme() != "https") return "\"" + url + "\" must use https";
+  if (u.has_userinfo() || u.has_query() || u.has_fragment())
+    return "\"" + url + "\" must have no user, query or fragment";
+  auto host_type = u.host_type();
+  out.ip_literal = host_type == boost::urls::host_type::ipv4 ||
+                   host_type == boost::urls::host_type::ipv6;
+  if (host_type == boost::urls::host_type::ipv6) {
+    out.host = std::string(u.host_address());
+  } else if (host_type == boost::urls::host_type::ipv4 || host_type == boost::urls::host_type::name) {
+    out.host = std::string(u.host());
+  } else {
+    return "\"" + url + "\" has no usable host";
+  }
+  if (out.host.empty()) return "\"" + url + "\" has no host";
+  out.port = u.has_port() ? std::string(u.port()) : "443";
+  out.host_header = std::string(u.encoded_host_and_port());
+  std::string path(u.encoded_path());
+  while (!path.empty() && path.back() == '/') path.pop_back();
+  out.base_path = path;
+  return "";
+}
+
+std::string prepare_connection(Connection& c, const Integration& integration,
+                               const StringMap& connection_vars) {
+  const Policy& p = *integration.policy;
+  c.policy = integration.policy;
+  c.client_id = integration.config.client_id;
+  c.client_secret = integration.config.client_secret;
+  c.vars.clear();
+  for (const auto& [name, spec] : p.vars)
+    if (spec.default_value) c.vars[name] = *spec.default_value;
+  for (const auto& [k, v] : integration.config.vars) c.vars[k] = v;
+  for (const auto& [k, v] : connection_vars) c.vars[k] = v;
+  for (const auto& [name, spec] : p.vars) {
+    auto it = c.vars.find(name);
+    if (it == c.vars.end()) {
+      if (spec.required) return "var " + name + " is required by policy " + p.name;
+      continue;
+    }
+    if (spec.pattern && !std::regex_match(it->second, *spec.pattern))
+      return "var " + name + " = \"" + it->second + "\" does not match " + spec.pattern_text;
+  }
+  const auto& override_url = integration.config.overrides.upstream;
+  std::string url;
+  if (!override_url.empty()) {
+    url = override_url;
+  } else {
+    std::string missing;
+    auto rendered = p.upstream.render(
+        [&](std::string_view name) { return lookup_placeholder(c, {}, name); }, &missing);
+    if (!rendered) return "upstream needs a value for {" + missing + "}";
+    url = *rendered;
+  }
+  return parse_upstream(url, c.upstream);
+}
+
+namespace {
+
+// What each grant needs from the connection's credentials before it can obtain a token.
+std::string check_grant(const ConnectionConfig& cc, const Policy& p) {
+  const auto& cr = cc.credentials;
+  if (cc.grant == "static") {
+    StringMap extra{{"access_token", cr.count("access_token") ? cr.at("access_token") : ""}};
+    if (p.inject.kind == InjectKind::basic) {
+      for (const auto* t : {&p.inject.username, &p.inject.password})
+        for (const auto& piece : t->pieces())
+          if (piece.placeholder && !cr.count(piece.text) && piece.text != "client_id" &&
+              piece.text != "client_secret")
+            return "grant static needs credentials." + piece.text;
+      return "";
+    }
+    if (!cr.count("access_token")) return "grant static needs credentials.access_token";
+    return "";
+  }
+  if (!p.oauth) return "policy " + p.name + " has no OAuth; use grant: static";
+  if (cc.grant != "authorization_code" && !p.oauth->grants.count(cc.grant))
+    return "policy " + p.name + " does not support grant " + cc.grant;
+  if (cc.grant == "authorization_code" && !p.oauth->grants.count("authorization_code"))
+    return "policy " + p.name + " does not support grant authorization_code";
+  if (cc.grant == "refresh_token" && !cr.count("refresh_token"))
+    return "grant refresh_token needs credentials.refresh_token";
+  if (cc.grant == "password" && !cr.count("password"))
+    return "grant password needs credentials.password";
+  return "";
+}
+
+}  // namespace
+
+std::shared_ptr<const Routes> build_routes(const Config& config, PolicyMap policies) {
+  Problems problems;
+  auto routes = std::make_shared<Routes>();
+  auto report = [&](const std::string& where, const std::string& key, const std::string& what) {
+    // `where` is "file:line"; Problems wants them apart.
+    auto colon = where.rfind(':');
+    int line = colon == std::string::npos ? 0 : std::atoi(where.c_str() + colon + 1);
+    problems.add(colon == std::string::npos ? where : where.substr(0, colon), line, key, what);
+  };
+  if (config.policy_dirs.empty())
+    problems.add(config.file.filename().string(), 0, "policies", "no policy folder is configured");
+
+  for (std::size_t i = 0; i < config.integrations.size(); ++i) {
+    const auto& ic = config.integrations[i];
+    std::string k = "integrations[" + std::to_string(i) + "]";
+    auto pit = policies.find(ic.policy);
+    if (pit == policies.end()) {
+      report(config.locate(k + ".policy"), k + ".policy", "no policy named \"" + ic.policy + "\"");
+      continue;
+    }
+    auto integ = std::make_shared<Integration>();
+    integ->config = ic;
+    integ->policy = pit->second;
+    for (const auto& [name, value] : ic.vars)
+      if (!pit->second->vars.count(name))
+        report(config.locate(k + ".vars"), k + ".vars." + name,
+               "policy " + ic.policy + " has no var named " + name);
+    if (pit->second->inject.kind == InjectKind::query)
+      integ->injected_query_names.push_back(pit->second->inject.name);
+    routes->integrations[ic.name] = integ;
+  }
+
+  for (std::size_t i = 0; i < config.connections.size(); ++i) {
+    const auto& cc = config.connections[i];
+    std::string k = "connections[" + std::to_string(i) + "]";
+    auto iit = routes->integrations.find(cc.integration);
+    if (iit == routes->integrations.end()) {
+      report(config.locate(k + ".integration"), k + ".integration",
+             "no integration named \"" + cc.integration + "\"");
+      continue;
+    }
+    auto& integ = *iit->second;
+    if (auto err = check_grant(cc, *integ.policy); !err.empty()) {
+      report(config.locate(k + ".grant"), k + ".grant", err);
+      continue;
+    }
+    auto conn = std::make_shared<Connection>();
+    conn->id = cc.id;
+    conn->integration = cc.integration;
+    conn->grant = cc.grant;
+    conn->credentials = cc.credentials;
+    if (auto err = prepare_connection(*conn, integ, cc.vars); !err.empty()) {
+      report(config.locate(k + ".vars"), k + ".vars", err);
+      continue;
+    }
+    if (cc.grant == "static") {
+      std::string error;
+      auto token = cc.credentials.count("access_token") ? cc.credentials.at("access_token") : "";
+      auto cred = render_credential(*conn, token, &error);
+      if (!cred) {
+        report(config.locate(k + ".credentials"), k + ".credentials", error);
+        continue;
+      }
+      cred->version = 1;
+      cred->issued_at = Clock::now();
+      conn->publish(std::make_shared<const Credential>(std::move(*cred)));
+    }
+    integ.connections.push_back(conn);
+    routes->connections[cc.id] = conn;
+  }
+
+  for (std::size_t i = 0; i < config.integrations.size(); ++i) {
+    const auto& ic = config.integrations[i];
+    auto it = routes->integrations.find(ic.name);
+    if (it == routes->integrations.end()) continue;
+    if (!ic.default_connection.empty()) {
+      std::string k = "integrations[" + std::to_string(i) + "].default_connection";
+      auto cit = routes->connections.find(ic.default_connection);
+      if (cit == routes->connections.end() || cit->second->integration != ic.name)
+        report(config.locate(k), k,
+               "no connection \"" + ic.default_connection + "\" of integration " + ic.name);
+      else
+        it->second->default_connection = cit->second;
+    }
+  }
+  problems.throw_if_any();
+  routes->policies = std::move(policies);
+  return routes;
+}
+
+}  // namespace gw

@@ -1,0 +1,41 @@
+// The routing table: integrations (with their policy) and connections, built from a
+// validated Config and the loaded policies. Immutable once built; a reload builds a new one.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gateway/auth/credential.hpp"
+#include "gateway/config/config.hpp"
+#include "gateway/policy/policy.hpp"
+
+namespace gw {
+
+struct Integration {
+  IntegrationConfig config;
+  std::shared_ptr<const Policy> policy;
+  std::vector<std::shared_ptr<Connection>> connections;
+  std::shared_ptr<Connection> default_connection;  // may be null
+  std::vector<std::string> injected_query_names;   // for access-log redaction
+};
+
+struct Routes {
+  std::map<std::string, std::shared_ptr<Integration>, std::less<>> integrations;
+  std::map<std::string, std::shared_ptr<Connection>, std::less<>> connections;
+  PolicyMap policies;
+};
+
+// Cross-checks the config against the policies and renders every connection. Throws
+// ConfigError with "file:line: key: problem" lines.
+std::shared_ptr<const Routes> build_routes(const Config& config, PolicyMap policies);
+
+// Resolves a connection's vars (policy defaults < integration < connection), checks them
+// against the policy's patterns and renders its upstream. Returns an error text or "".
+std::string prepare_connection(Connection& c, const Integration& integration,
+                               const StringMap& connection_vars);
+
+// Parses an https URL into host, port, Host header and base path. "" or an error text.
+std::string parse_upstream(const std::string& url, UpstreamTarget& out);
+
+}  // namespace gw

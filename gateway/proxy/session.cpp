@@ -1,0 +1,586 @@
+// One downstream connection: read a request head, route it, get the connection's
+// credential, inject it, stream the request to the vendor, replay once if the vendor
+// rejects the token, stream the answer back, log. The story of STYLE.md, in order.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <nlohmann/json.hpp>
+
+#include <random>
+
+#include "gateway/observability/log.hpp"
+#include "gateway/proxy/errors.hpp"
+#include "gateway/proxy/proxy.hpp"
+#include "gateway/proxy/request_rules.hpp"
+
+namespace gw {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kRelayBufferBytes = 32 * 1024;
+
+namespace {
+
+std::string new_request_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string id(24, '0');
+  for (std::size_t i = 0; i < id.size(); i += 16) {
+    auto v = rng();
+    for (std::size_t j = i; j < std::min(id.size(), i + 16); ++j, v >>= 4) id[j] = hex[v & 15];
+  }
+  return id;
+}
+
+bool usable_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id)
+    if (c < 0x21 || c > 0x7e) return false;
+  return true;
+}
+
+bool istarts_with(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
+  return true;
+}
+
+double ms_since(SteadyClock::time_point t) {
+  return std::chrono::duration<double, std::milli>(SteadyClock::now() - t).count();
+}
+
+// What the access log says of one exchange.
+struct Exchange {
+  SteadyClock::time_point start = SteadyClock::now();
+  std::string request_id, integration, connection, method, path;
+  unsigned status = 0, upstream_status = 0;
+  double upstream_ms = 0;
+  bool retried = false;
+  std::uint64_t bytes_in = 0, bytes_out = 0;
+};
+
+using RequestParser = http::request_parser<http::buffer_body>;
+
+template <class Stream>
+class Session {
+ public:
+  Session(Stream& stream, Worker& worker) : stream_(stream), worker_(worker) {}
+
+  asio::awaitable<void> run() {
+    bool first = true;
+    while (!worker_.shared.draining.load(std::memory_order_relaxed) || first) {
+      runtime_ = worker_.shared.runtime.load();
+      const auto& limits = runtime_->config.limits;
+      if (!first && buffer_.size() == 0) {
+        // Between requests the keep-alive idle timeout applies; once a byte of the next
+        // request arrives, the whole head must follow within header_timeout.
+        lowest().expires_after(limits.idle_timeout);
+        auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), nothrow);
+        if (ec) co_return;
+        buffer_.commit(n);
+      }
+      first = false;
+      RequestParser parser;
+      parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
+      parser.body_limit(limits.max_body_bytes);
+      lowest().expires_after(limits.header_timeout);
+      auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, nothrow);
+      if (ec) {
+        co_await reject_unreadable(ec, parser);
+        co_return;
+      }
+      ++worker_.shared.inflight;
+      bool keep_alive = co_await handle(parser);
+      --worker_.shared.inflight;
+      if (!keep_alive) break;
+    }
+    lowest().expires_after(std::chrono::seconds(5));
+    close();
+  }
+
+ private:
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  void close() {
+    beast::error_code ignored;
+    lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    lowest().close();
+  }
+
+  // A head that could not be read: answer when the peer sent something, then close.
+  asio::awaitable<void> reject_unreadable(beast::error_code ec, RequestParser& parser) {
+    if (ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
+        ec == asio::error::operation_aborted)
+      co_return;
+    Exchange ex;
+    ex.request_id = new_request_id();
+    if (ec == beast::error::timeout) {
+      if (buffer_.size() == 0 && !parser.got_some()) co_return;
+      co_await send_error(ex, http::status::request_timeout, "request_timeout",
+                          "the request head did not arrive within header_timeout", false);
+    } else if (ec == http::error::header_limit) {
+      co_await send_error(ex, http::status::request_header_fields_too_large, "headers_too_large",
+                          "the request head is larger than max_header_bytes", false);
+    } else if (ec == http::error::body_limit) {
+      co_await send_error(ex, http::status::payload_too_large, "body_too_large",
+                          "the request body is larger than max_body_bytes", false);
+    } else {
+      co_await send_error(ex, http::status::bad_request, "bad_request",
+                          "malformed request: " + ec.message(), false);
+    }
+  }
+
+  asio::awaitable<void> send_error(Exchange& ex, http::status status, std::string_view code,
+                                   std::string message, bool keep_alive) {
+    auto res = make_error_response(status, code, message, ex.request_id, keep_alive);
+    ex.status = static_cast<unsigned>(status);
+    lowest().expires_after(runtime_->config.limits.idle_timeout);
+    auto [ec, n] = co_await http::async_write(stream_, res, nothrow);
+    ex.bytes_out += n;
+    write_access_log(ex);
+  }
+
+  void write_access_log(const Exchange& ex) {
+    if (!runtime_->config.log.access_log) return;
+    log::access({{"request_id", ex.request_id},
+                 {"integration", ex.integration},
+                 {"connection", ex.connection},
+                 {"method", ex.method},
+                 {"path", ex.path},
+                 {"status", ex.status},
+                 {"upstream_status", ex.upstream_status},
+                 {"duration_ms", std::round(ms_since(ex.start) * 1000) / 1000},
+                 {"upstream_ms", std::round(ex.upstream_ms * 1000) / 1000},
+                 {"retried", ex.retried},
+                 {"bytes_in", ex.bytes_in},
+                 {"bytes_out", ex.bytes_out}});
+  }
+
+  bool peer_allowed() {
+    const auto& allow = runtime_->config.listen.allow_from;
+    if (allow.empty()) return true;
+    beast::error_code ec;
+    auto ep = lowest().socket().remote_endpoint(ec);
+    if (ec) return false;
+    std::array<std::uint8_t, 16> bytes{};
+    auto addr = ep.address();
+    if (addr.is_v6() && addr.to_v6().is_v4_mapped())
+      addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
+    if (addr.is_v4()) {
+      auto b = addr.to_v4().to_bytes();
+      std::copy(b.begin(), b.end(), bytes.begin());
+    } else {
+      auto b = addr.to_v6().to_bytes();
+      std::copy(b.begin(), b.end(), bytes.begin());
+    }
+    for (const auto& cidr : allow)
+      if (cidr_contains(cidr, bytes, addr.is_v6())) return true;
+    return false;
+  }
+
+  // Returns whether the downstream connection stays open for another request.
+  asio::awaitable<bool> handle(RequestParser& parser) {
+    auto& req = parser.get();
+    Exchange ex;
+    auto rid = req["X-Request-Id"];
+    ex.request_id = usable_request_id(rid) ? std::string(rid) : new_request_id();
+    ex.method = std::string(req.method_string());
+    ex.path = std::string(req.target());
+    // An unread body makes the connection unusable for a next request.
+    bool keep_alive = req.keep_alive() && !worker_.shared.draining.load();
+    auto fail = [&](http::status s, std::string_view code, std::string msg) -> asio::awaitable<bool> {
+      bool keep = keep_alive && parser.is_done();
+      co_await send_error(ex, s, code, std::move(msg), keep);
+      co_return keep;
+    };
+
+    if (!peer_allowed())
+      co_return co_await fail(http::status::forbidden, "forbidden", "caller address not allowed");
+    if (req.method() == http::verb::connect)
+      co_return co_await fail(http::status::bad_request, "bad_request", "CONNECT is not supported");
+    std::string why;
+    auto split = split_target(req.target(), &why);
+    if (!split) {
+      ex.path = "";
+      co_return co_await fail(http::status::bad_request, "bad_request", why);
+    }
+    const auto& routes = *runtime_->routes;
+    auto iit = routes.integrations.find(split->integration);
+    if (iit == routes.integrations.end())
+      co_return co_await fail(http::status::not_found, "no_route",
+                              "no integration named \"" + split->integration + "\"");
+    const Integration& integ = *iit->second;
+    ex.integration = integ.config.name;
+    ex.path = redact_query_params(req.target(), integ.injected_query_names);
+
+    std::shared_ptr<Connection> conn;
+    if (auto named = req["X-Gateway-Connection"]; !named.empty()) {
+      auto cit = routes.connections.find(std::string_view(named.data(), named.size()));
+      if (cit == routes.connections.end() || cit->second->integration != integ.config.name)
+        co_return co_await fail(http::status::not_found, "unknown_connection",
+                                "integration " + integ.config.name + " has no connection \"" +
+                                    std::string(named) + "\"");
+      conn = cit->second;
+    } else if (integ.default_connection) {
+      conn = integ.default_connection;
+    } else if (integ.connections.size() == 1) {
+      conn = integ.connections.front();
+    } else {
+      co_return co_await fail(http::status::bad_request, "connection_required",
+                              "choose a connection of " + integ.config.name +
+                                  " with the X-Gateway-Connection header");
+    }
+    ex.connection = conn->id;
+    if (integ.config.allow && !allowed(*integ.config.allow, req.method_string(), split->path))
+      co_return co_await fail(http::status::forbidden, "forbidden",
+                              ex.method + " " + split->path + " is outside the allow list of " +
+                                  integ.config.name);
+
+    auto got = co_await worker_.shared.tokens->acquire(conn);
+    if (!got.credential)
+      co_return co_await fail(http::status::service_unavailable, "credential_unavailable",
+                              got.error);
+
+    co_return co_await forward(parser, ex, integ, conn, *split, got.credential, keep_alive);
+  }
+
+  // The upstream request head: the caller's minus what must not travel, plus the credential.
+  http::request<http::buffer_body> upstream_head(const http::request<http::buffer_body>& req,
+                                                 const Connection& conn, const SplitTarget& split,
+                                                 const Credential& cred, const std::string& rid) {
+    http::request<http::buffer_body> out;
+    out.method_string(req.method_string());
+    out.version(11);
+    std::string target = conn.upstream.base_path + split.path;
+    if (cred.kind == InjectKind::query) {
+      target += '?';
+      target += rewrite_query(split.query, cred.name, cred.value);
+    } else if (split.has_query) {
+      target += '?';
+      target += split.query;
+    }
+    out.target(target);
+    auto tokens = connection_tokens(req[http::field::connection]);
+    for (const auto& f : req) {
+      auto name = f.name_string();
+      std::string_view n(name.data(), name.size());
+      if (is_hop_by_hop(n, tokens) || istarts_with(n, "x-gateway-")) continue;
+      switch (f.name()) {
+        case http::field::authorization:
+        case http::field::host:
+        case http::field::expect:
+        case http::field::content_length:
+          continue;
+        default:
+          break;
+      }
+      if (istarts_with(n, "x-request-id")) continue;
+      out.insert(name, f.value());
+    }
+    out.set(http::field::host, conn.upstream.host_header);
+    out.set("X-Request-Id", rid);
+    if (cred.kind != InjectKind::query) out.set(cred.name, cred.value);
+    return out;
+  }
+
+  struct Body {
+    bool present = false;
+    bool chunked = false;
+    std::optional<std::uint64_t> length;
+    std::string kept;     // the body, while it fits in replay_body_bytes
+    bool complete_copy = true;
+  };
+
+  // First attempt: stream the caller's body to the vendor, keeping a copy for a replay.
+  asio::awaitable<beast::error_code> send_streaming(UpstreamConnection& up,
+                                                    http::request<http::buffer_body>& out,
+                                                    RequestParser& parser, Body& body,
+                                                    Exchange& ex) {
+    const auto& cfg = runtime_->config;
+    if (body.chunked) out.chunked(true);
+    else if (body.length) out.content_length(*body.length);
+    http::request_serializer<http::buffer_body> sr{out};
+    auto& up_lowest = beast::get_lowest_layer(up.stream);
+    up_lowest.expires_after(cfg.upstream.response_timeout);
+    auto [hec, hn] = co_await http::async_write_header(up.stream, sr, nothrow);
+    if (hec) co_return hec;
+    if (!body.present) {
+      out.body().data = nullptr;
+      out.body().size = 0;
+      out.body().more = false;
+      auto [ec, n] = co_await http::async_write(up.stream, sr, nothrow);
+      co_return ec == http::error::need_buffer ? beast::error_code{} : ec;
+    }
+    auto buf = std::make_unique<char[]>(kRelayBufferBytes);
+    do {
+      if (!parser.is_done()) {
+        parser.get().body().data = buf.get();
+        parser.get().body().size = kRelayBufferBytes;
+        lowest().expires_after(cfg.limits.idle_timeout);
+        auto [rec, rn] = co_await http::async_read(stream_, buffer_, parser, nothrow);
+        if (rec == http::error::need_buffer) rec = {};
+        if (rec) co_return rec;
+        std::size_t got = kRelayBufferBytes - parser.get().body().size;
+        ex.bytes_in += got;
+        if (body.complete_copy) {
+          if (body.kept.size() + got <= cfg.limits.replay_body_bytes) {
+            body.kept.append(buf.get(), got);
+          } else {
+            body.complete_copy = false;
+            std::string().swap(body.kept);
+          }
+        }
+        out.body().data = buf.get();
+        out.body().size = got;
+        out.body().more = !parser.is_done();
+      } else {
+        out.body().data = nullptr;
+        out.body().size = 0;
+        out.body().more = false;
+      }
+      up_lowest.expires_after(cfg.upstream.response_timeout);
+      auto [wec, wn] = co_await http::async_write(up.stream, sr, nothrow);
+      if (wec == http::error::need_buffer) wec = {};
+      if (wec) co_return wec;
+    } while (!parser.is_done() || !sr.is_done());
+    co_return beast::error_code{};
+  }
+
+  // A replay: the kept body, whole.
+  asio::awaitable<beast::error_code> send_kept(UpstreamConnection& up,
+                                               http::request<http::buffer_body>& out, Body& body) {
+    if (body.present) out.content_length(body.kept.size());
+    out.body().data = body.kept.empty() ? nullptr : body.kept.data();
+    out.body().size = body.kept.size();
+    out.body().more = false;
+    beast::get_lowest_layer(up.stream).expires_after(runtime_->config.upstream.response_timeout);
+    auto [ec, n] = co_await http::async_write(up.stream, out, nothrow);
+    co_return ec;
+  }
+
+  static UpstreamFailure classify(beast::error_code ec) {
+    if (ec == beast::error::timeout) return UpstreamFailure::timeout;
+    if (ec.category() == asio::error::get_ssl_category()) return UpstreamFailure::protocol;
+    if (ec == asio::error::connection_refused) return UpstreamFailure::unreachable;
+    return UpstreamFailure::protocol;
+  }
+
+  asio::awaitable<bool> upstream_failed(Exchange& ex, UpstreamFailure f, const std::string& detail,
+                                        bool keep_alive) {
+    log::event(log::Level::warn, "upstream request failed",
+               {{"request_id", ex.request_id},
+                {"integration", ex.integration},
+                {"error", failure_code(f)},
+                {"detail", detail}});
+    auto status = f == UpstreamFailure::timeout ? http::status::gateway_timeout
+                                                : http::status::bad_gateway;
+    std::string msg;
+    switch (f) {
+      case UpstreamFailure::unreachable: msg = "the vendor could not be reached"; break;
+      case UpstreamFailure::tls: msg = "the vendor's TLS certificate or handshake failed verification"; break;
+      case UpstreamFailure::timeout: msg = "the vendor did not answer in time"; break;
+      default: msg = "the vendor's answer was not valid HTTP"; break;
+    }
+    co_await send_error(ex, status, failure_code(f), msg, keep_alive);
+    co_return keep_alive;
+  }
+
+  asio::awaitable<bool> forward(RequestParser& parser, Exchange& ex, const Integration& integ,
+                                std::shared_ptr<Connection> conn, const SplitTarget& split,
+                                std::shared_ptr<const Credential> cred, bool keep_alive) {
+    auto& req = parser.get();
+    const auto& cfg = runtime_->config;
+    const Policy& policy = *integ.policy;
+    Body body;
+    body.chunked = req.chunked();
+    if (auto len = req.payload_size()) body.length = *len;
+    body.present = body.chunked || (body.length && *body.length > 0);
+    if (!body.present) body.length.reset();
+
+    if (body.present && beast::iequals(req[http::field::expect], "100-continue")) {
+      // We answer the caller's expectation ourselves; the vendor gets the body directly.
+      static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+      lowest().expires_after(cfg.limits.idle_timeout);
+      auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(cont.data(), cont.size()), nothrow);
+      if (ec) co_return false;
+    }
+
+    bool replayable_method = policy.replay == ReplayMode::all || is_idempotent(ex.method);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      auto out = upstream_head(req, *conn, split, *cred, ex.request_id);
+      auto up_start = SteadyClock::now();
+      auto acquired = co_await worker_.pool.acquire(conn->upstream, runtime_->client_tls, cfg.upstream);
+      if (!acquired.connection) {
+        keep_alive = keep_alive && (parser.is_done());
+        co_return co_await upstream_failed(ex, acquired.failure, acquired.detail, keep_alive);
+      }
+      auto up = std::move(acquired.connection);
+      beast::error_code ec = attempt == 0 ? co_await send_streaming(*up, out, parser, body, ex)
+                                          : co_await send_kept(*up, out, body);
+      if (ec) {
+        worker_.pool.discard(std::move(up));
+        // A failure while reading the caller's body ends the downstream connection too.
+        keep_alive = keep_alive && parser.is_done();
+        co_return co_await upstream_failed(ex, classify(ec), "send: " + ec.message(), keep_alive);
+      }
+
+      std::optional<http::response_parser<http::buffer_body>> rp;
+      auto& up_lowest = beast::get_lowest_layer(up->stream);
+      do {
+        rp.emplace();
+        rp->body_limit(boost::none);
+        rp->header_limit(64 * 1024);
+        if (req.method() == http::verb::head) rp->skip(true);
+        up_lowest.expires_after(cfg.upstream.response_timeout);
+        auto [rec, rn] = co_await http::async_read_header(up->stream, up->buffer, *rp, nothrow);
+        if (rec) {
+          worker_.pool.discard(std::move(up));
+          co_return co_await upstream_failed(ex, classify(rec), "response: " + rec.message(),
+                                             keep_alive);
+        }
+      } while (rp->get().result_int() / 100 == 1 && rp->get().result_int() != 101);
+      ex.upstream_ms += ms_since(up_start);
+      ex.upstream_status = rp->get().result_int();
+
+      if (attempt == 0 && policy.reauth_on.count(ex.upstream_status)) {
+        bool can_replay = replayable_method && (!body.present || body.complete_copy);
+        if (can_replay) {
+          auto renewed = co_await worker_.shared.tokens->rejected(conn, cred);
+          if (renewed.credential) {
+            // Drop the rejected answer with its connection; replay with the new token.
+            worker_.pool.discard(std::move(up));
+            cred = renewed.credential;
+            ex.retried = true;
+            continue;
+          }
+        } else {
+          // Not replayable: the caller gets the vendor's answer; the token is renewed anyway.
+          asio::co_spawn(worker_.ioc, worker_.shared.tokens->rejected(conn, cred), asio::detached);
+        }
+      }
+      co_return co_await relay_response(*rp, std::move(up), ex, *cred, keep_alive, req.method());
+    }
+    co_return false;  // unreachable: the second attempt always relays
+  }
+
+  asio::awaitable<bool> relay_response(http::response_parser<http::buffer_body>& rp,
+                                       std::unique_ptr<UpstreamConnection> up, Exchange& ex,
+                                       const Credential& cred, bool keep_alive,
+                                       http::verb method) {
+    const auto& cfg = runtime_->config;
+    auto& in = rp.get();
+    http::response<http::buffer_body> out;
+    out.result(in.result_int());
+    out.reason(in.reason());
+    out.version(11);
+    auto tokens = connection_tokens(in[http::field::connection]);
+    for (const auto& f : in) {
+      auto name = f.name_string();
+      std::string_view n(name.data(), name.size());
+      if (is_hop_by_hop(n, tokens) || istarts_with(n, "x-request-id")) continue;
+      std::string value(f.value());
+      redact(value, cred.secrets);  // the credential never travels back (e.g. in Location)
+      out.insert(name, value);
+    }
+    out.set("X-Request-Id", ex.request_id);
+    unsigned status = in.result_int();
+    bool bodiless = method == http::verb::head || status == 204 || status == 304;
+    if (!bodiless && (rp.chunked() || !rp.content_length())) out.chunked(true);
+    out.keep_alive(keep_alive);
+    ex.status = status;
+
+    http::response_serializer<http::buffer_body> sr{out};
+    lowest().expires_after(cfg.limits.idle_timeout);
+    auto [hec, hn] = co_await http::async_write_header(stream_, sr, nothrow);
+    ex.bytes_out += hn;
+    if (hec) {
+      worker_.pool.discard(std::move(up));
+      write_access_log(ex);
+      co_return false;
+    }
+    std::unique_ptr<char[]> buf;
+    auto& up_lowest = beast::get_lowest_layer(up->stream);
+    bool upstream_ok = true;
+    do {
+      if (!rp.is_done()) {
+        if (!buf) buf = std::make_unique<char[]>(kRelayBufferBytes);
+        in.body().data = buf.get();
+        in.body().size = kRelayBufferBytes;
+        up_lowest.expires_after(cfg.upstream.response_timeout);
+        auto [rec, rn] = co_await http::async_read(up->stream, up->buffer, rp, nothrow);
+        if (rec == http::error::need_buffer) rec = {};
+        if (rec) {
+          // The answer is half sent: all we can do is end the caller's connection.
+          upstream_ok = false;
+          log::event(log::Level::warn, "upstream body failed",
+                     {{"request_id", ex.request_id}, {"detail", rec.message()}});
+          break;
+        }
+        out.body().data = buf.get();
+        out.body().size = kRelayBufferBytes - in.body().size;
+        out.body().more = !rp.is_done();
+      } else {
+        out.body().data = nullptr;
+        out.body().size = 0;
+        out.body().more = false;
+      }
+      lowest().expires_after(cfg.limits.idle_timeout);
+      auto [wec, wn] = co_await http::async_write(stream_, sr, nothrow);
+      ex.bytes_out += wn;
+      if (wec == http::error::need_buffer) wec = {};
+      if (wec) {
+        worker_.pool.discard(std::move(up));
+        write_access_log(ex);
+        co_return false;
+      }
+    } while (!rp.is_done() || !sr.is_done());
+
+    if (upstream_ok && rp.is_done() && rp.keep_alive())
+      worker_.pool.release(std::move(up), cfg.upstream);
+    else
+      worker_.pool.discard(std::move(up));
+    write_access_log(ex);
+    co_return keep_alive && upstream_ok;
+  }
+
+  Stream& stream_;
+  Worker& worker_;
+  beast::flat_buffer buffer_;
+  std::shared_ptr<const Runtime> runtime_;
+};
+
+}  // namespace
+
+asio::awaitable<void> serve_downstream(tcp::socket socket, Worker& worker) {
+  auto runtime = worker.shared.runtime.load();
+  ++worker.shared.downstream_connections;
+  struct Count {
+    std::atomic<std::int64_t>& n;
+    ~Count() { --n; }
+  } count{worker.shared.downstream_connections};
+  socket.set_option(tcp::no_delay(true));
+  if (runtime->server_tls) {
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *runtime->server_tls);
+    beast::get_lowest_layer(stream).expires_after(runtime->config.limits.header_timeout);
+    auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, nothrow);
+    if (ec) co_return;
+    Session<beast::ssl_stream<beast::tcp_stream>> session(stream, worker);
+    co_await session.run();
+  } else {
+    beast::tcp_stream stream(std::move(socket));
+    Session<beast::tcp_stream> session(stream, worker);
+    co_await session.run();
+  }
+}
+
+}  // namespace gw

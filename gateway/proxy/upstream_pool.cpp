@@ -1,0 +1,127 @@
+#include "gateway/proxy/upstream_pool.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+
+#include "gateway/observability/log.hpp"
+
+namespace gw {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+
+const char* failure_code(UpstreamFailure f) {
+  switch (f) {
+    case UpstreamFailure::unreachable: return "upstream_unreachable";
+    case UpstreamFailure::tls: return "upstream_tls_error";
+    case UpstreamFailure::timeout: return "upstream_timeout";
+    case UpstreamFailure::protocol: return "upstream_protocol_error";
+    case UpstreamFailure::none: break;
+  }
+  return "";
+}
+
+std::shared_ptr<asio::ssl::context> make_client_tls(const UpstreamConfig& config) {
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  ctx->set_default_verify_paths();
+  if (!config.ca_file.empty()) ctx->load_verify_file(config.ca_file.string());
+  ctx->set_verify_mode(asio::ssl::verify_peer);
+  // Session resumption makes reconnects to the same vendor cheap.
+  SSL_CTX_set_session_cache_mode(ctx->native_handle(), SSL_SESS_CACHE_CLIENT);
+  return ctx;
+}
+
+UpstreamPool::UpstreamPool(asio::io_context& ioc, UpstreamCounters& counters)
+    : ioc_(ioc), counters_(counters) {}
+
+UpstreamPool::~UpstreamPool() { clear(); }
+
+void UpstreamPool::clear() {
+  for (auto& [key, list] : idle_) counters_.idle -= static_cast<std::int64_t>(list.size());
+  idle_.clear();
+}
+
+namespace {
+
+// True when the peer has not closed an idle connection (nothing readable, no EOF).
+bool still_open(UpstreamConnection& c) {
+  auto& sock = beast::get_lowest_layer(c.stream).socket();
+  char byte;
+  ssize_t n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+}  // namespace
+
+asio::awaitable<UpstreamPool::Acquired> UpstreamPool::acquire(
+    const UpstreamTarget& target, std::shared_ptr<asio::ssl::context> tls,
+    const UpstreamConfig& config, bool fresh) {
+  auto key = target.key();
+  if (!fresh) {
+    auto it = idle_.find(key);
+    if (it != idle_.end()) {
+      auto& list = it->second;
+      auto now = std::chrono::steady_clock::now();
+      while (!list.empty()) {
+        auto c = std::move(list.back());
+        list.pop_back();
+        --counters_.idle;
+        if (now - c->idle_since < config.idle_timeout && still_open(*c)) {
+          c->reused = true;
+          ++counters_.busy;
+          co_return Acquired{std::move(c), UpstreamFailure::none, {}};
+        }
+      }
+    }
+  }
+
+  auto c = std::make_unique<UpstreamConnection>(ioc_, *tls);
+  c->key = key;
+  tcp::resolver resolver(ioc_);
+  auto [rec, endpoints] = co_await resolver.async_resolve(target.host, target.port, nothrow);
+  if (rec) co_return Acquired{nullptr, UpstreamFailure::unreachable, "resolve: " + rec.message()};
+  auto& lowest = beast::get_lowest_layer(c->stream);
+  lowest.expires_after(config.connect_timeout);
+  auto [cec, ep] = co_await lowest.async_connect(endpoints, nothrow);
+  if (cec) {
+    auto f = cec == beast::error::timeout ? UpstreamFailure::timeout : UpstreamFailure::unreachable;
+    co_return Acquired{nullptr, f, "connect: " + cec.message()};
+  }
+  lowest.socket().set_option(tcp::no_delay(true));
+  if (!target.ip_literal &&
+      !SSL_set_tlsext_host_name(c->stream.native_handle(), target.host.c_str()))
+    co_return Acquired{nullptr, UpstreamFailure::tls, "cannot set SNI"};
+  c->stream.set_verify_mode(asio::ssl::verify_peer);
+  c->stream.set_verify_callback(asio::ssl::host_name_verification(target.host));
+  auto [hec] = co_await c->stream.async_handshake(asio::ssl::stream_base::client, nothrow);
+  if (hec) {
+    auto f = hec == beast::error::timeout ? UpstreamFailure::timeout : UpstreamFailure::tls;
+    co_return Acquired{nullptr, f, "tls handshake: " + hec.message()};
+  }
+  ++counters_.opened;
+  ++counters_.busy;
+  co_return Acquired{std::move(c), UpstreamFailure::none, {}};
+}
+
+void UpstreamPool::release(std::unique_ptr<UpstreamConnection> c, const UpstreamConfig& config) {
+  --counters_.busy;
+  auto& list = idle_[c->key];
+  if (list.size() >= config.max_idle_per_host) return;  // closes it
+  c->idle_since = std::chrono::steady_clock::now();
+  beast::get_lowest_layer(c->stream).expires_never();
+  list.push_back(std::move(c));
+  ++counters_.idle;
+}
+
+void UpstreamPool::discard(std::unique_ptr<UpstreamConnection> c) {
+  if (c) --counters_.busy;
+}
+
+}  // namespace gw

@@ -1,0 +1,71 @@
+// Keep-alive TLS connections to vendors, one pool per event-loop thread (so no locking):
+// connect with a timeout, TLS 1.2+ with chain, host name (or IP SAN) verification and SNI,
+// idle connections reused until `idle_timeout`.
+#pragma once
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "gateway/auth/credential.hpp"
+#include "gateway/config/config.hpp"
+
+namespace gw {
+
+enum class UpstreamFailure { none, unreachable, tls, timeout, protocol };
+const char* failure_code(UpstreamFailure f);  // "upstream_unreachable", ...
+
+struct UpstreamConnection {
+  explicit UpstreamConnection(boost::asio::io_context& ioc, boost::asio::ssl::context& tls)
+      : stream(ioc, tls) {}
+  boost::beast::ssl_stream<boost::beast::tcp_stream> stream;
+  boost::beast::flat_buffer buffer;
+  std::string key;
+  std::chrono::steady_clock::time_point idle_since;
+  bool reused = false;
+};
+
+// Process-wide counters across all pools (exposed as metrics and used by tests).
+struct UpstreamCounters {
+  std::atomic<std::int64_t> idle{0}, busy{0};
+  std::atomic<std::uint64_t> opened{0};
+};
+
+// Builds the client TLS context: system trust store plus `ca_file`, TLS 1.2 minimum.
+std::shared_ptr<boost::asio::ssl::context> make_client_tls(const UpstreamConfig& config);
+
+class UpstreamPool {
+ public:
+  UpstreamPool(boost::asio::io_context& ioc, UpstreamCounters& counters);
+  ~UpstreamPool();
+
+  struct Acquired {
+    std::unique_ptr<UpstreamConnection> connection;
+    UpstreamFailure failure = UpstreamFailure::none;
+    std::string detail;  // for logs: never a secret
+  };
+  // A live idle connection to `target` if one exists, else a new one.
+  boost::asio::awaitable<Acquired> acquire(const UpstreamTarget& target,
+                                           std::shared_ptr<boost::asio::ssl::context> tls,
+                                           const UpstreamConfig& config, bool fresh = false);
+  // Returns a connection whose last exchange completed with keep-alive.
+  void release(std::unique_ptr<UpstreamConnection> c, const UpstreamConfig& config);
+  // Drops a connection that must not be reused.
+  void discard(std::unique_ptr<UpstreamConnection> c);
+  void clear();
+
+ private:
+  boost::asio::io_context& ioc_;
+  UpstreamCounters& counters_;
+  std::unordered_map<std::string, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
+};
+
+}  // namespace gw

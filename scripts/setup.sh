@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package the gateway needs to build, run and test.
+# Idempotent: skips apt when everything is already present.
+set -euo pipefail
+PKGS=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  libboost1.81-all-dev libboost-url1.81-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev
+  prometheus-cpp-dev doctest-dev libhiredis-dev
+  openssl curl python3 redis-server prometheus nginx haproxy wrk
+  clang-format
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
