@@ -1,0 +1,287 @@
+"""Test harness: a CA made at test time, vendor simulators over TLS, and the real gateway
+binary, all on 127.0.0.1 with ephemeral ports, started and stopped by the tests."""
+import atexit
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.environ.get("GATEWAY_SOURCE_DIR", os.path.abspath(os.path.join(HERE, "..", "..")))
+GATEWAY_BIN = os.environ.get("GATEWAY_BIN", os.path.join(SOURCE, "build", "gateway"))
+SIM = os.path.join(SOURCE, "tests", "fakes", "vendor_sim.py")
+POLICIES = os.path.join(SOURCE, "policies")
+
+# Every secret the tests hand to the gateway or get from the simulators; the secret scan
+# looks for each of them in everything the gateway printed or wrote.
+SECRETS = set()
+
+
+def secret(value):
+    SECRETS.add(value)
+    return value
+
+
+def run(cmd, **kw):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+
+
+class CA:
+    """A throwaway certificate authority and server certificates made with openssl."""
+
+    def __init__(self, workdir, name="Test CA"):
+        self.dir = os.path.join(workdir, name.replace(" ", "_"))
+        os.makedirs(self.dir, exist_ok=True)
+        self.key = os.path.join(self.dir, "ca.key")
+        self.cert = os.path.join(self.dir, "ca.pem")
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-keyout", self.key, "-out", self.cert, "-days", "2",
+             "-subj", "/CN=" + name])
+
+    def issue(self, name, sans):
+        """A server certificate for `sans` (e.g. 'IP:127.0.0.1,DNS:localhost')."""
+        key = os.path.join(self.dir, name + ".key")
+        csr = os.path.join(self.dir, name + ".csr")
+        cert = os.path.join(self.dir, name + ".pem")
+        ext = os.path.join(self.dir, name + ".ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=" + sans + "\nextendedKeyUsage=serverAuth\n")
+        run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", key, "-out", csr, "-subj", "/CN=" + name])
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
+             "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext])
+        return cert, key
+
+
+def read_json_line(proc, timeout=10):
+    """The first stdout line of a process, parsed as JSON."""
+    result = {}
+
+    def reader():
+        result["line"] = proc.stdout.readline()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    t.join(timeout)
+    if "line" not in result or not result["line"]:
+        raise RuntimeError("process printed nothing")
+    return json.loads(result["line"])
+
+
+class Sim:
+    """One vendor simulator process."""
+
+    def __init__(self, vendor, cert, key, *extra):
+        self.vendor = vendor
+        self.proc = subprocess.Popen(
+            [sys.executable, SIM, "--vendor", vendor, "--cert", cert, "--key", key,
+             "--client-secret", secret("cs-" + vendor + "-" + os.urandom(6).hex()), *extra],
+            stdout=subprocess.PIPE, text=True)
+        self.client_secret = [a for a in self.proc.args if a.startswith("cs-")][0]
+        self.port = read_json_line(self.proc)["port"]
+        self.url = "https://127.0.0.1:%d" % self.port
+        self.ca_file = None
+
+    def control(self, path, body=None, ca_file=None):
+        import ssl
+        ctx = ssl.create_default_context(cafile=ca_file or self.ca_file)
+        ctx.check_hostname = False
+        if not ca_file and not self.ca_file:
+            ctx.verify_mode = ssl.CERT_NONE
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data,
+                                     method="POST" if data is not None else "GET")
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return json.loads(r.read())
+
+    def state(self):
+        return self.control("/_sim/state")
+
+    def requests(self):
+        return self.control("/_sim/requests")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def to_yaml(value, indent=0):
+    """JSON is YAML; written with one key per line so errors point at a line."""
+    return json.dumps(value, indent=2)
+
+
+class Gateway:
+    """The real gateway binary with a config written by the test."""
+
+    def __init__(self, workdir, config, env=None, name="gateway"):
+        self.workdir = workdir
+        self.config_path = os.path.join(workdir, name + ".yaml")
+        self.log_path = os.path.join(workdir, name + ".log")
+        self.config = config
+        self.write_config(config)
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+        self.lines = []
+        self.port = None
+        self.admin_port = None
+
+    def write_config(self, config):
+        with open(self.config_path, "w") as f:
+            f.write(to_yaml(config))
+
+    def start(self, timeout=15):
+        self.log_file = open(self.log_path, "a")
+        self.proc = subprocess.Popen([GATEWAY_BIN, "--config", self.config_path],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=self.env)
+        self.started = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        if not self.started.wait(timeout):
+            self.stop()
+            raise RuntimeError("gateway did not start:\n" + "".join(self.lines[-20:]))
+        return self
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self.log_file.write(line)
+            self.log_file.flush()
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if obj.get("msg") == "gateway started":
+                self.port = int(obj["listen"].rsplit(":", 1)[1])
+                self.admin_port = int(obj["admin"].rsplit(":", 1)[1])
+                self.started.set()
+
+    def json_lines(self):
+        out = []
+        for line in list(self.lines):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def access_log(self):
+        return [l for l in self.json_lines() if l.get("type") == "access"]
+
+    def conn(self, timeout=30):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        c = self.conn(timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            return r.status, dict(r.getheaders()), data
+        finally:
+            c.close()
+
+    def raw(self, data, timeout=10, read_all=True):
+        """Sends raw bytes; returns everything the gateway answered until it closed."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        try:
+            s.sendall(data)
+            chunks = []
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if not read_all:
+                    break
+            return b"".join(chunks)
+        finally:
+            s.close()
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(25)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.reader.join(5)
+            self.log_file.close()
+        return self.proc.returncode if self.proc else None
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def base_config(ca_file, store_dir):
+    """A gateway config on ephemeral ports with the memory store and no integrations."""
+    return {
+        "listen": {"address": "127.0.0.1", "port": 0},
+        "admin": {"address": "127.0.0.1", "port": 0},
+        "threads": 2,
+        "policies": [POLICIES],
+        "store": {"kind": "memory"},
+        "upstream": {"ca_file": ca_file, "connect_timeout": "2s", "response_timeout": "10s"},
+        "log": {"level": "debug"},
+        "integrations": [],
+        "connections": [],
+    }
+
+
+def scan_for_secrets(paths, extra=()):
+    """Returns (path, secret) pairs for every known secret found in the files."""
+    found = []
+    needles = [s for s in SECRETS.union(extra) if s]
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        for s in needles:
+            if s.encode() in data:
+                found.append((path, s))
+    return found
+
+
+class Workdir:
+    def __init__(self):
+        self.path = tempfile.mkdtemp(prefix="gwtest-")
+        atexit.register(self.cleanup)
+
+    def cleanup(self):
+        if os.environ.get("GATEWAY_KEEP_TEST_FILES"):
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
