@@ -97,7 +97,8 @@ class Gateway {
     shared_.runtime.store(rt);
     shared_.tokens = std::make_shared<StaticTokenProvider>();
 
-    unsigned threads = rt->config.threads ? rt->config.threads : std::thread::hardware_concurrency();
+    unsigned threads =
+        rt->config.threads ? rt->config.threads : std::thread::hardware_concurrency();
     if (threads == 0) threads = 1;
     for (unsigned i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>(shared_));
 
@@ -277,12 +278,19 @@ int check_config(const std::filesystem::path& config_file) {
     const auto& p = *integ->policy;
     std::string where;
     switch (p.inject.kind) {
-      case InjectKind::header: where = "header " + p.inject.name; break;
-      case InjectKind::query: where = "query " + p.inject.name; break;
-      case InjectKind::basic: where = "basic auth"; break;
+      case InjectKind::header:
+        where = "header " + p.inject.name;
+        break;
+      case InjectKind::query:
+        where = "query " + p.inject.name;
+        break;
+      case InjectKind::basic:
+        where = "basic auth";
+        break;
     }
-    std::string upstream = integ->config.overrides.upstream.empty() ? p.upstream.source()
-                                                                     : integ->config.overrides.upstream;
+    std::string upstream = integ->config.overrides.upstream.empty()
+                               ? p.upstream.source()
+                               : integ->config.overrides.upstream;
     std::string conns;
     for (const auto& c : integ->connections)
       conns += (conns.empty() ? "" : ",") + c->id + "(" + c->grant + ")";

@@ -8,9 +8,10 @@
 namespace {
 
 int usage() {
-  std::cerr << "usage: gateway --config FILE          serve\n"
-               "       gateway --config FILE --check  validate config and policies, print a summary\n"
-               "       gateway --version\n";
+  std::cerr
+      << "usage: gateway --config FILE          serve\n"
+         "       gateway --config FILE --check  validate config and policies, print a summary\n"
+         "       gateway --version\n";
   return 2;
 }
 

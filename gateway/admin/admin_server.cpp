@@ -20,7 +20,9 @@ AdminServer::AdminServer(asio::io_context& ioc, ProxyShared& shared,
                          std::unique_ptr<tcp::acceptor>& acceptor)
     : ioc_(ioc), shared_(shared), acceptor_(acceptor) {}
 
-void AdminServer::start() { asio::co_spawn(ioc_, accept_loop(), asio::detached); }
+void AdminServer::start() {
+  asio::co_spawn(ioc_, accept_loop(), asio::detached);
+}
 
 void AdminServer::stop() {
   boost::system::error_code ignored;

@@ -31,10 +31,10 @@ struct Credential {
 
 // Where a connection's requests go, derived from the policy's upstream URL.
 struct UpstreamTarget {
-  std::string host;       // for DNS / connect ("::1" without brackets)
-  std::string port;       // "443" by default
+  std::string host;         // for DNS / connect ("::1" without brackets)
+  std::string port;         // "443" by default
   std::string host_header;  // Host: value
-  std::string base_path;  // "" or "/api/v2" (no trailing slash)
+  std::string base_path;    // "" or "/api/v2" (no trailing slash)
   bool ip_literal = false;
   std::string key() const { return host + ":" + port; }
 };
@@ -46,8 +46,8 @@ class Connection {
   std::string id;
   std::string integration;
   std::string grant;
-  StringMap vars;          // policy defaults < integration vars < connection vars
-  StringMap credentials;   // bootstrap credentials from the config or the admin API
+  StringMap vars;         // policy defaults < integration vars < connection vars
+  StringMap credentials;  // bootstrap credentials from the config or the admin API
   UpstreamTarget upstream;
   std::shared_ptr<const Policy> policy;
   std::string client_id, client_secret;
@@ -66,8 +66,8 @@ std::optional<Credential> render_credential(const Connection& connection, std::s
 
 // Looks up a placeholder for a connection: its vars, then credentials, then client
 // id/secret and the extra values given (access_token, redirect_uri, state).
-std::optional<std::string> lookup_placeholder(const Connection& connection,
-                                              const StringMap& extra, std::string_view name);
+std::optional<std::string> lookup_placeholder(const Connection& connection, const StringMap& extra,
+                                              std::string_view name);
 
 std::string base64_encode(std::string_view data);
 

@@ -2,7 +2,8 @@
 
 namespace gw {
 
-boost::asio::awaitable<CredentialResult> StaticTokenProvider::acquire(std::shared_ptr<Connection> c) {
+boost::asio::awaitable<CredentialResult> StaticTokenProvider::acquire(
+    std::shared_ptr<Connection> c) {
   auto cred = c->current();
   if (!cred) co_return CredentialResult{nullptr, "connection " + c->id + " has no credential"};
   if (cred->expires_at <= Clock::now())

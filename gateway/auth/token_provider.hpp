@@ -32,8 +32,8 @@ class TokenProvider {
 class StaticTokenProvider final : public TokenProvider {
  public:
   boost::asio::awaitable<CredentialResult> acquire(std::shared_ptr<Connection> c) override;
-  boost::asio::awaitable<CredentialResult> rejected(std::shared_ptr<Connection> c,
-                                                    std::shared_ptr<const Credential> used) override;
+  boost::asio::awaitable<CredentialResult> rejected(
+      std::shared_ptr<Connection> c, std::shared_ptr<const Credential> used) override;
 };
 
 }  // namespace gw

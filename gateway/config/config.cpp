@@ -48,7 +48,8 @@ std::optional<Cidr> parse_cidr(const std::string& text) {
   }
   if (slash != std::string::npos) {
     std::string bits = text.substr(slash + 1);
-    if (bits.empty() || bits.size() > 3 || bits.find_first_not_of("0123456789") != std::string::npos)
+    if (bits.empty() || bits.size() > 3 ||
+        bits.find_first_not_of("0123456789") != std::string::npos)
       return std::nullopt;
     int n = std::stoi(bits);
     if (n > c.prefix) return std::nullopt;
@@ -92,10 +93,10 @@ class ConfigLoader {
     auto root = reader_.load();
     if (!root) return std::move(cfg_);
     if (root->IsNull()) return std::move(cfg_);
-    if (!reader_.check_keys(*root, "",
-                            {"listen", "admin", "threads", "policies", "store", "upstream",
-                             "limits", "refresh", "shutdown", "log", "integrations",
-                             "connections"}))
+    if (!reader_.check_keys(
+            *root, "",
+            {"listen", "admin", "threads", "policies", "store", "upstream", "limits", "refresh",
+             "shutdown", "log", "integrations", "connections"}))
       return std::move(cfg_);
     listen((*root)["listen"]);
     admin((*root)["admin"]);
@@ -284,7 +285,8 @@ class ConfigLoader {
       reader_.get_list(n[i], rk, "methods", rule.methods);
       reader_.get_list(n[i], rk, "paths", rule.paths);
       for (auto& p : rule.paths)
-        if (p.empty() || p[0] != '/') reader_.problem(n[i]["paths"], rk + ".paths", "must start with /");
+        if (p.empty() || p[0] != '/')
+          reader_.problem(n[i]["paths"], rk + ".paths", "must start with /");
       out.allow->push_back(std::move(rule));
     }
   }
@@ -324,9 +326,8 @@ class ConfigLoader {
       if (auto a = e["allow"]) allow_rules(a, k + ".allow", ic);
       if (auto o = e["overrides"]) {
         std::string ok = k + ".overrides";
-        if (reader_.check_keys(o, ok,
-                               {"upstream", "token_url", "refresh_url", "authorize_url",
-                                "revoke_url"})) {
+        if (reader_.check_keys(
+                o, ok, {"upstream", "token_url", "refresh_url", "authorize_url", "revoke_url"})) {
           reader_.get(o, ok, "upstream", ic.overrides.upstream);
           reader_.get(o, ok, "token_url", ic.overrides.token_url);
           reader_.get(o, ok, "refresh_url", ic.overrides.refresh_url);

@@ -26,12 +26,18 @@ std::optional<Millis> parse_duration(std::string_view text) {
   if (!parts) return std::nullopt;
   auto [value, unit] = *parts;
   std::uint64_t factor = 0;
-  if (unit == "ms") factor = 1;
-  else if (unit == "s") factor = 1000;
-  else if (unit == "m") factor = 60'000;
-  else if (unit == "h") factor = 3'600'000;
-  else if (unit == "d") factor = 86'400'000;
-  else return std::nullopt;
+  if (unit == "ms")
+    factor = 1;
+  else if (unit == "s")
+    factor = 1000;
+  else if (unit == "m")
+    factor = 60'000;
+  else if (unit == "h")
+    factor = 3'600'000;
+  else if (unit == "d")
+    factor = 86'400'000;
+  else
+    return std::nullopt;
   auto ms = checked_mul(value, factor);
   if (!ms || *ms > static_cast<std::uint64_t>(std::numeric_limits<Millis::rep>::max()))
     return std::nullopt;
@@ -43,11 +49,16 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
   if (!parts) return std::nullopt;
   auto [value, unit] = *parts;
   std::uint64_t factor = 0;
-  if (unit.empty() || unit == "B") factor = 1;
-  else if (unit == "KiB" || unit == "KB" || unit == "k") factor = 1024;
-  else if (unit == "MiB" || unit == "MB" || unit == "M") factor = 1024 * 1024;
-  else if (unit == "GiB" || unit == "GB" || unit == "G") factor = 1024ull * 1024 * 1024;
-  else return std::nullopt;
+  if (unit.empty() || unit == "B")
+    factor = 1;
+  else if (unit == "KiB" || unit == "KB" || unit == "k")
+    factor = 1024;
+  else if (unit == "MiB" || unit == "MB" || unit == "M")
+    factor = 1024 * 1024;
+  else if (unit == "GiB" || unit == "GB" || unit == "G")
+    factor = 1024ull * 1024 * 1024;
+  else
+    return std::nullopt;
   return checked_mul(value, factor);
 }
 

@@ -112,8 +112,10 @@ bool YamlReader::get(const YAML::Node& map, const std::string& path, const char*
 bool YamlReader::get(const YAML::Node& map, const std::string& path, const char* key, bool& out) {
   std::string text;
   if (!get(map, path, key, text)) return false;
-  if (text == "true") out = true;
-  else if (text == "false") out = false;
+  if (text == "true")
+    out = true;
+  else if (text == "false")
+    out = false;
   else {
     problem(map[key], join(path, key), "must be true or false, not \"" + text + "\"");
     return false;

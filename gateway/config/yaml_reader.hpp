@@ -57,8 +57,8 @@ class YamlReader {
 };
 
 template <typename Int>
-bool YamlReader::get_uint(const YAML::Node& map, const std::string& path, const char* key,
-                          Int& out, std::uint64_t max) {
+bool YamlReader::get_uint(const YAML::Node& map, const std::string& path, const char* key, Int& out,
+                          std::uint64_t max) {
   std::uint64_t value = 0;
   if (!get_uint64(map, path, key, value, max)) return false;
   out = static_cast<Int>(value);

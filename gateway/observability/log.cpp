@@ -17,7 +17,8 @@ std::mutex g_write;
 std::string timestamp() {
   auto now = std::chrono::system_clock::now();
   auto secs = std::chrono::system_clock::to_time_t(now);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[64];
@@ -36,17 +37,23 @@ void write_line(const nlohmann::json& j) {
 
 const char* name(Level l) {
   switch (l) {
-    case Level::debug: return "debug";
-    case Level::info: return "info";
-    case Level::warn: return "warn";
-    case Level::error: return "error";
+    case Level::debug:
+      return "debug";
+    case Level::info:
+      return "info";
+    case Level::warn:
+      return "warn";
+    case Level::error:
+      return "error";
   }
   return "info";
 }
 
 }  // namespace
 
-void set_level(Level level) { g_level = static_cast<int>(level); }
+void set_level(Level level) {
+  g_level = static_cast<int>(level);
+}
 
 Level parse_level(std::string_view text) {
   if (text == "debug") return Level::debug;
@@ -55,7 +62,9 @@ Level parse_level(std::string_view text) {
   return Level::info;
 }
 
-bool enabled(Level level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
+bool enabled(Level level) {
+  return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
+}
 
 void event(Level level, std::string_view msg, const nlohmann::json& fields) {
   if (!enabled(level)) return;
@@ -65,7 +74,9 @@ void event(Level level, std::string_view msg, const nlohmann::json& fields) {
   write_line(j);
 }
 
-void event(Level level, std::string_view msg) { event(level, msg, nlohmann::json::object()); }
+void event(Level level, std::string_view msg) {
+  event(level, msg, nlohmann::json::object());
+}
 
 void access(const nlohmann::json& fields) {
   nlohmann::json j = {{"ts", timestamp()}, {"type", "access"}};

@@ -19,8 +19,14 @@ void event(Level level, std::string_view msg);
 // An access-log line: {"ts","type":"access",...fields}.
 void access(const nlohmann::json& fields);
 
-inline void info(std::string_view msg) { event(Level::info, msg); }
-inline void warn(std::string_view msg) { event(Level::warn, msg); }
-inline void error(std::string_view msg) { event(Level::error, msg); }
+inline void info(std::string_view msg) {
+  event(Level::info, msg);
+}
+inline void warn(std::string_view msg) {
+  event(Level::warn, msg);
+}
+inline void error(std::string_view msg) {
+  event(Level::error, msg);
+}
 
 }  // namespace gw::log

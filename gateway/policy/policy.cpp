@@ -39,16 +39,20 @@ class PolicyLoader {
         } catch (...) {
         }
         if (code < 400 || code > 599)
-          reader_.problem((*root)["reauth_on"], "reauth_on", "\"" + c + "\" is not a 4xx/5xx status");
+          reader_.problem((*root)["reauth_on"], "reauth_on",
+                          "\"" + c + "\" is not a 4xx/5xx status");
         else
           p->reauth_on.insert(code);
       }
     }
     std::string replay;
     if (reader_.get(*root, "", "replay", replay)) {
-      if (replay == "all") p->replay = ReplayMode::all;
-      else if (replay == "idempotent") p->replay = ReplayMode::idempotent;
-      else reader_.problem((*root)["replay"], "replay", "must be all or idempotent");
+      if (replay == "all")
+        p->replay = ReplayMode::all;
+      else if (replay == "idempotent")
+        p->replay = ReplayMode::idempotent;
+      else
+        reader_.problem((*root)["replay"], "replay", "must be all or idempotent");
     }
     return p;
   }
@@ -128,7 +132,8 @@ class PolicyLoader {
         try {
           spec.pattern.emplace(spec.pattern_text, std::regex::ECMAScript);
         } catch (const std::regex_error& e) {
-          reader_.problem(item.second["pattern"], k + ".pattern", std::string("bad regex: ") + e.what());
+          reader_.problem(item.second["pattern"], k + ".pattern",
+                          std::string("bad regex: ") + e.what());
         }
       }
       reader_.get(item.second, k, "required", spec.required);
@@ -145,15 +150,19 @@ class PolicyLoader {
                              "refresh_token_lifetime", "revoke"}))
       return;
     OAuthSpec o;
-    if (auto a = n["authorize"]; a && reader_.check_keys(a, k + ".authorize", {"url", "params", "state"})) {
+    if (auto a = n["authorize"];
+        a && reader_.check_keys(a, k + ".authorize", {"url", "params", "state"})) {
       o.authorize.url = required_template(a, k + ".authorize", "url");
       check_host_vars(o.authorize.url, a["url"], k + ".authorize.url", p);
       o.authorize.params = params(a, k + ".authorize");
       std::string state;
       if (reader_.get(a, k + ".authorize", "state", state)) {
-        if (state == "param") o.authorize.state = StateMode::param;
-        else if (state == "cookie") o.authorize.state = StateMode::cookie;
-        else reader_.problem(a["state"], k + ".authorize.state", "must be param or cookie");
+        if (state == "param")
+          o.authorize.state = StateMode::param;
+        else if (state == "cookie")
+          o.authorize.state = StateMode::cookie;
+        else
+          reader_.problem(a["state"], k + ".authorize.state", "must be param or cookie");
       }
     }
     auto t = n["token"];
@@ -257,7 +266,8 @@ PolicyMap load_policies(const std::vector<std::filesystem::path>& dirs) {
     std::vector<std::filesystem::path> files;
     for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
       auto ext = entry.path().extension();
-      if (entry.is_regular_file() && (ext == ".yaml" || ext == ".yml")) files.push_back(entry.path());
+      if (entry.is_regular_file() && (ext == ".yaml" || ext == ".yml"))
+        files.push_back(entry.path());
     }
     std::sort(files.begin(), files.end());
     for (const auto& file : files) {

@@ -53,8 +53,8 @@ struct OAuthSpec {
 
 struct InjectSpec {
   InjectKind kind = InjectKind::header;
-  std::string name;  // header or query parameter name
-  Template value;    // header/query value
+  std::string name;             // header or query parameter name
+  Template value;               // header/query value
   Template username, password;  // basic
 };
 

@@ -34,8 +34,8 @@ std::optional<Template> Template::compile(std::string_view source, std::string* 
       continue;
     }
     auto close = source.find('}', i);
-    auto name = close == std::string_view::npos ? std::string_view{}
-                                                 : source.substr(i + 1, close - i - 1);
+    auto name =
+        close == std::string_view::npos ? std::string_view{} : source.substr(i + 1, close - i - 1);
     if (close == std::string_view::npos || !valid_name(name)) {
       if (error) *error = "bad placeholder at offset " + std::to_string(i);
       return std::nullopt;

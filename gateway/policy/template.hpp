@@ -14,7 +14,7 @@ class Template {
  public:
   struct Piece {
     bool placeholder = false;
-    std::string text;  // literal text, or the placeholder's name
+    std::string text;      // literal text, or the placeholder's name
     bool in_host = false;  // the placeholder stands in a URL's authority
   };
 

@@ -62,7 +62,8 @@ std::optional<SplitTarget> split_target(std::string_view target, std::string* wh
   };
   if (target.empty() || target[0] != '/')
     return fail("the request target must be a path (origin-form)");
-  if (target.size() > 1 && target[1] == '/') return fail("the request target must not start with //");
+  if (target.size() > 1 && target[1] == '/')
+    return fail("the request target must not start with //");
   for (char c : target)
     if (c == '\0' || c == '\r' || c == '\n') return fail("the request target holds NUL, CR or LF");
   auto qpos = target.find('?');
@@ -87,7 +88,8 @@ std::optional<SplitTarget> split_target(std::string_view target, std::string* wh
 
   SplitTarget out;
   auto first_end = path.find('/', 1);
-  out.integration = std::string(path.substr(1, first_end == std::string_view::npos ? std::string_view::npos : first_end - 1));
+  out.integration = std::string(
+      path.substr(1, first_end == std::string_view::npos ? std::string_view::npos : first_end - 1));
   out.path = first_end == std::string_view::npos ? "/" : std::string(path.substr(first_end));
   if (qpos != std::string_view::npos) {
     out.has_query = true;
@@ -104,7 +106,8 @@ std::vector<std::string> connection_tokens(std::string_view header) {
     auto end = header.find(',', pos);
     if (end == std::string_view::npos) end = header.size();
     auto token = header.substr(pos, end - pos);
-    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
+      token.remove_prefix(1);
     while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
     if (!token.empty()) out.emplace_back(token);
     pos = end + 1;
@@ -113,10 +116,10 @@ std::vector<std::string> connection_tokens(std::string_view header) {
 }
 
 bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& tokens) {
-  static constexpr std::string_view fixed[] = {"connection", "keep-alive", "te", "trailer",
-                                               "transfer-encoding", "upgrade",
-                                               "proxy-connection", "proxy-authenticate",
-                                               "proxy-authorization"};
+  static constexpr std::string_view fixed[] = {
+      "connection",       "keep-alive",         "te",
+      "trailer",          "transfer-encoding",  "upgrade",
+      "proxy-connection", "proxy-authenticate", "proxy-authorization"};
   for (auto f : fixed)
     if (iequals(name, f)) return true;
   if (name.size() >= 6 && iequals(name.substr(0, 6), "proxy-")) return true;
@@ -162,8 +165,10 @@ std::string rewrite_query(std::string_view query, std::string_view name, std::st
   boost::core::string_view q(query.data(), query.size());
   if (!query.empty()) {
     // Keep the caller's escapes as they are; a malformed one was refused by split_target.
-    if (auto pct = boost::urls::make_pct_string_view(q)) u.set_encoded_query(*pct);
-    else u.set_query(q);
+    if (auto pct = boost::urls::make_pct_string_view(q))
+      u.set_encoded_query(*pct);
+    else
+      u.set_query(q);
   }
   boost::core::string_view key(name.data(), name.size());
   u.params().erase(key);
@@ -195,7 +200,8 @@ std::string redact_query_params(std::string_view target, const std::vector<std::
   bool first = true;
   while (pos <= query.size()) {
     auto end = query.find('&', pos);
-    auto pair = query.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+    auto pair =
+        query.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
     auto eq = pair.find('=');
     auto raw_name = pair.substr(0, eq);
     auto name = pct_decode(raw_name).value_or(std::string(raw_name));
@@ -215,8 +221,7 @@ std::string redact_query_params(std::string_view target, const std::vector<std::
 }
 
 bool is_idempotent(std::string_view m) {
-  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" ||
-         m == "TRACE";
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "PUT" || m == "DELETE" || m == "TRACE";
 }
 
 }  // namespace gw

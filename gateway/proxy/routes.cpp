@@ -12,11 +12,12 @@ std::string parse_upstream(const std::string& url, UpstreamTarget& out) {
   if (u.has_userinfo() || u.has_query() || u.has_fragment())
     return "\"" + url + "\" must have no user, query or fragment";
   auto host_type = u.host_type();
-  out.ip_literal = host_type == boost::urls::host_type::ipv4 ||
-                   host_type == boost::urls::host_type::ipv6;
+  out.ip_literal =
+      host_type == boost::urls::host_type::ipv4 || host_type == boost::urls::host_type::ipv6;
   if (host_type == boost::urls::host_type::ipv6) {
     out.host = std::string(u.host_address());
-  } else if (host_type == boost::urls::host_type::ipv4 || host_type == boost::urls::host_type::name) {
+  } else if (host_type == boost::urls::host_type::ipv4 ||
+             host_type == boost::urls::host_type::name) {
     out.host = std::string(u.host());
   } else {
     return "\"" + url + "\" has no usable host";

@@ -4,6 +4,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -93,8 +94,8 @@ class Session {
       RequestParser parser;
       parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
       parser.body_limit(limits.max_body_bytes);
-      lowest().expires_after(limits.header_timeout);
-      auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, nothrow);
+      auto [ec, timed_out] = co_await read_head(parser, limits.header_timeout);
+      if (timed_out) ec = beast::error::timeout;
       if (ec) {
         co_await reject_unreadable(ec, parser);
         co_return;
@@ -115,6 +116,27 @@ class Session {
     beast::error_code ignored;
     lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
     lowest().close();
+  }
+
+  // Reads a request head within `timeout`. A tcp_stream deadline would close the socket,
+  // leaving no way to answer 408, so a timer cancels the read instead.
+  asio::awaitable<std::pair<beast::error_code, bool>> read_head(RequestParser& parser,
+                                                                Millis timeout) {
+    struct Deadline {
+      bool done = false, fired = false;
+    };
+    auto deadline = std::make_shared<Deadline>();
+    asio::steady_timer timer(stream_.get_executor(), timeout);
+    timer.async_wait([deadline, &socket = lowest().socket()](beast::error_code ec) {
+      if (ec || deadline->done) return;  // the read finished first; the socket may be gone
+      deadline->fired = true;
+      socket.cancel();
+    });
+    lowest().expires_never();
+    auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, nothrow);
+    deadline->done = true;
+    timer.cancel();
+    co_return std::pair{ec, deadline->fired};
   }
 
   // A head that could not be read: answer when the peer sent something, then close.
@@ -198,12 +220,16 @@ class Session {
     ex.path = std::string(req.target());
     // An unread body makes the connection unusable for a next request.
     bool keep_alive = req.keep_alive() && !worker_.shared.draining.load();
-    auto fail = [&](http::status s, std::string_view code, std::string msg) -> asio::awaitable<bool> {
+    auto fail = [&](http::status s, std::string_view code,
+                    std::string msg) -> asio::awaitable<bool> {
       bool keep = keep_alive && parser.is_done();
       co_await send_error(ex, s, code, std::move(msg), keep);
       co_return keep;
     };
 
+    if (worker_.shared.draining.load())
+      co_return co_await fail(http::status::service_unavailable, "shutting_down",
+                              "the gateway is shutting down");
     if (!peer_allowed())
       co_return co_await fail(http::status::forbidden, "forbidden", "caller address not allowed");
     if (req.method() == http::verb::connect)
@@ -236,15 +262,15 @@ class Session {
     } else if (integ.connections.size() == 1) {
       conn = integ.connections.front();
     } else {
-      co_return co_await fail(http::status::bad_request, "connection_required",
-                              "choose a connection of " + integ.config.name +
-                                  " with the X-Gateway-Connection header");
+      co_return co_await fail(
+          http::status::bad_request, "connection_required",
+          "choose a connection of " + integ.config.name + " with the X-Gateway-Connection header");
     }
     ex.connection = conn->id;
     if (integ.config.allow && !allowed(*integ.config.allow, req.method_string(), split->path))
-      co_return co_await fail(http::status::forbidden, "forbidden",
-                              ex.method + " " + split->path + " is outside the allow list of " +
-                                  integ.config.name);
+      co_return co_await fail(
+          http::status::forbidden, "forbidden",
+          ex.method + " " + split->path + " is outside the allow list of " + integ.config.name);
 
     auto got = co_await worker_.shared.tokens->acquire(conn);
     if (!got.credential)
@@ -297,7 +323,7 @@ class Session {
     bool present = false;
     bool chunked = false;
     std::optional<std::uint64_t> length;
-    std::string kept;     // the body, while it fits in replay_body_bytes
+    std::string kept;  // the body, while it fits in replay_body_bytes
     bool complete_copy = true;
   };
 
@@ -307,8 +333,10 @@ class Session {
                                                     RequestParser& parser, Body& body,
                                                     Exchange& ex) {
     const auto& cfg = runtime_->config;
-    if (body.chunked) out.chunked(true);
-    else if (body.length) out.content_length(*body.length);
+    if (body.chunked)
+      out.chunked(true);
+    else if (body.length)
+      out.content_length(*body.length);
     http::request_serializer<http::buffer_body> sr{out};
     auto& up_lowest = beast::get_lowest_layer(up.stream);
     up_lowest.expires_after(cfg.upstream.response_timeout);
@@ -382,14 +410,22 @@ class Session {
                 {"integration", ex.integration},
                 {"error", failure_code(f)},
                 {"detail", detail}});
-    auto status = f == UpstreamFailure::timeout ? http::status::gateway_timeout
-                                                : http::status::bad_gateway;
+    auto status =
+        f == UpstreamFailure::timeout ? http::status::gateway_timeout : http::status::bad_gateway;
     std::string msg;
     switch (f) {
-      case UpstreamFailure::unreachable: msg = "the vendor could not be reached"; break;
-      case UpstreamFailure::tls: msg = "the vendor's TLS certificate or handshake failed verification"; break;
-      case UpstreamFailure::timeout: msg = "the vendor did not answer in time"; break;
-      default: msg = "the vendor's answer was not valid HTTP"; break;
+      case UpstreamFailure::unreachable:
+        msg = "the vendor could not be reached";
+        break;
+      case UpstreamFailure::tls:
+        msg = "the vendor's TLS certificate or handshake failed verification";
+        break;
+      case UpstreamFailure::timeout:
+        msg = "the vendor did not answer in time";
+        break;
+      default:
+        msg = "the vendor's answer was not valid HTTP";
+        break;
     }
     co_await send_error(ex, status, failure_code(f), msg, keep_alive);
     co_return keep_alive;
@@ -402,8 +438,8 @@ class Session {
     const auto& cfg = runtime_->config;
     const Policy& policy = *integ.policy;
     Body body;
-    body.chunked = req.chunked();
-    if (auto len = req.payload_size()) body.length = *len;
+    body.chunked = parser.chunked();
+    if (auto len = parser.content_length()) body.length = *len;
     body.present = body.chunked || (body.length && *body.length > 0);
     if (!body.present) body.length.reset();
 
@@ -411,7 +447,8 @@ class Session {
       // We answer the caller's expectation ourselves; the vendor gets the body directly.
       static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
       lowest().expires_after(cfg.limits.idle_timeout);
-      auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(cont.data(), cont.size()), nothrow);
+      auto [ec, n] =
+          co_await asio::async_write(stream_, asio::buffer(cont.data(), cont.size()), nothrow);
       if (ec) co_return false;
     }
 
@@ -419,7 +456,8 @@ class Session {
     for (int attempt = 0; attempt < 2; ++attempt) {
       auto out = upstream_head(req, *conn, split, *cred, ex.request_id);
       auto up_start = SteadyClock::now();
-      auto acquired = co_await worker_.pool.acquire(conn->upstream, runtime_->client_tls, cfg.upstream);
+      auto acquired =
+          co_await worker_.pool.acquire(conn->upstream, runtime_->client_tls, cfg.upstream);
       if (!acquired.connection) {
         keep_alive = keep_alive && (parser.is_done());
         co_return co_await upstream_failed(ex, acquired.failure, acquired.detail, keep_alive);
@@ -475,8 +513,7 @@ class Session {
 
   asio::awaitable<bool> relay_response(http::response_parser<http::buffer_body>& rp,
                                        std::unique_ptr<UpstreamConnection> up, Exchange& ex,
-                                       const Credential& cred, bool keep_alive,
-                                       http::verb method) {
+                                       const Credential& cred, bool keep_alive, http::verb method) {
     const auto& cfg = runtime_->config;
     auto& in = rp.get();
     http::response<http::buffer_body> out;
@@ -550,7 +587,7 @@ class Session {
     else
       worker_.pool.discard(std::move(up));
     write_access_log(ex);
-    co_return keep_alive && upstream_ok;
+    co_return keep_alive&& upstream_ok;
   }
 
   Stream& stream_;

@@ -1,11 +1,11 @@
 #include "gateway/proxy/upstream_pool.hpp"
 
+#include <openssl/ssl.h>
+#include <sys/socket.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <openssl/ssl.h>
-#include <sys/socket.h>
 
 #include "gateway/observability/log.hpp"
 
@@ -18,11 +18,16 @@ constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
 
 const char* failure_code(UpstreamFailure f) {
   switch (f) {
-    case UpstreamFailure::unreachable: return "upstream_unreachable";
-    case UpstreamFailure::tls: return "upstream_tls_error";
-    case UpstreamFailure::timeout: return "upstream_timeout";
-    case UpstreamFailure::protocol: return "upstream_protocol_error";
-    case UpstreamFailure::none: break;
+    case UpstreamFailure::unreachable:
+      return "upstream_unreachable";
+    case UpstreamFailure::tls:
+      return "upstream_tls_error";
+    case UpstreamFailure::timeout:
+      return "upstream_timeout";
+    case UpstreamFailure::protocol:
+      return "upstream_protocol_error";
+    case UpstreamFailure::none:
+      break;
   }
   return "";
 }
@@ -41,7 +46,9 @@ std::shared_ptr<asio::ssl::context> make_client_tls(const UpstreamConfig& config
 UpstreamPool::UpstreamPool(asio::io_context& ioc, UpstreamCounters& counters)
     : ioc_(ioc), counters_(counters) {}
 
-UpstreamPool::~UpstreamPool() { clear(); }
+UpstreamPool::~UpstreamPool() {
+  clear();
+}
 
 void UpstreamPool::clear() {
   for (auto& [key, list] : idle_) counters_.idle -= static_cast<std::int64_t>(list.size());
