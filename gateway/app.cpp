@@ -139,6 +139,19 @@ class Gateway {
   void open_listeners(const Runtime& rt, unsigned threads) {
     auto address = asio::ip::make_address(rt.config.listen.address);
     tcp::endpoint ep(address, rt.config.listen.port);
+    {
+      // SO_REUSEPORT would let us share a port with another gateway of the same user
+      // without a word; a plain bind first proves the port is really free (and picks the
+      // port when it is 0).
+      tcp::acceptor probe(workers_[0]->ioc);
+      probe.open(ep.protocol());
+      boost::system::error_code ec;
+      probe.bind(ep, ec);
+      if (ec)
+        throw std::runtime_error("cannot listen on " + rt.config.listen.address + ":" +
+                                 std::to_string(ep.port()) + ": " + ec.message());
+      ep.port(probe.local_endpoint().port());
+    }
     for (unsigned i = 0; i < threads; ++i) {
       // One acceptor per event loop on the same port (SO_REUSEPORT): the kernel spreads
       // connections and each is served start to end on one thread, with its own pool.
@@ -153,10 +166,7 @@ class Gateway {
         throw std::runtime_error("cannot listen on " + rt.config.listen.address + ":" +
                                  std::to_string(ep.port()) + ": " + ec.message());
       acc->listen(asio::socket_base::max_listen_connections);
-      if (i == 0) {
-        listen_port_ = acc->local_endpoint().port();
-        ep.port(listen_port_);  // port 0: the others join the port the first one got
-      }
+      listen_port_ = ep.port();
       acceptors_.push_back(std::move(acc));
     }
     admin_acceptor_ = std::make_unique<tcp::acceptor>(workers_[0]->ioc);

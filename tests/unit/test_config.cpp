@@ -1,0 +1,169 @@
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "gateway/config/config.hpp"
+#include "gateway/policy/policy.hpp"
+#include "gateway/policy/template.hpp"
+#include "gateway/proxy/routes.hpp"
+
+using namespace gw;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    char tmpl[] = "/tmp/gwunit-XXXXXX";
+    path = mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  fs::path write(const std::string& name, const std::string& text) {
+    std::ofstream(path / name) << text;
+    return path / name;
+  }
+};
+
+std::vector<std::string> problems_of(const fs::path& file) {
+  try {
+    load_config(file);
+  } catch (const ConfigError& e) {
+    return e.problems();
+  }
+  return {};
+}
+
+const fs::path kPolicies = fs::path(GATEWAY_SOURCE_DIR) / "policies";
+
+}  // namespace
+
+TEST_CASE("durations and sizes") {
+  CHECK(parse_duration("250ms") == Millis(250));
+  CHECK(parse_duration("30s") == Millis(30000));
+  CHECK(parse_duration("5m") == Millis(300000));
+  CHECK(parse_duration("180d") == Millis(180LL * 86400000));
+  CHECK_FALSE(parse_duration("30"));
+  CHECK_FALSE(parse_duration("-1s"));
+  CHECK_FALSE(parse_duration("1w"));
+  CHECK(parse_size("16384") == 16384u);
+  CHECK(parse_size("10MiB") == 10u * 1024 * 1024);
+  CHECK_FALSE(parse_size("10 MiB"));
+  CHECK_FALSE(parse_size("99999999999999999999"));
+}
+
+TEST_CASE("templates") {
+  std::string err;
+  auto t = Template::compile("https://{subdomain}.zendesk.com/x/{id}", &err);
+  REQUIRE(t);
+  CHECK(t->host_placeholders() == std::vector<std::string>{"subdomain"});
+  auto out = t->render([](std::string_view n) -> std::optional<std::string> {
+    if (n == "subdomain") return "acme";
+    if (n == "id") return "7";
+    return std::nullopt;
+  });
+  CHECK(out == "https://acme.zendesk.com/x/7");
+  std::string missing;
+  CHECK_FALSE(t->render([](std::string_view) { return std::nullopt; }, &missing));
+  CHECK(missing == "subdomain");
+  CHECK_FALSE(Template::compile("Bearer {access_token", &err));
+  CHECK_FALSE(Template::compile("a}b", &err));
+}
+
+TEST_CASE("the shipped policies load and follow their documents") {
+  auto policies = load_policies({kPolicies});
+  REQUIRE(policies.size() == 6);
+  const auto& chime = *policies.at("chime");
+  CHECK(chime.oauth->client_auth == ClientAuth::basic);
+  CHECK(chime.oauth->authorize.state == StateMode::cookie);
+  CHECK(chime.oauth->authorize.params.front().first == "clientId");
+  const auto& chip = *policies.at("chip");
+  CHECK(chip.oauth->token_method == "GET");
+  CHECK(chip.oauth->client_auth == ClientAuth::query);
+  CHECK(chip.reauth_on == std::set<unsigned>{419});
+  CHECK(chip.inject.kind == InjectKind::query);
+  CHECK(chip.inject.name == "access_token");
+  CHECK(chip.oauth->refresh_url->source() == "https://api.getchip.tech/oauth/refresh");
+  const auto& zendesk = *policies.at("zendesk-chat");
+  CHECK(zendesk.oauth->client_auth == ClientAuth::body);
+  CHECK(zendesk.oauth->grants.count("client_credentials"));
+  CHECK(zendesk.vars.at("subdomain").required);
+  const auto& comm100 = *policies.at("comm100");
+  CHECK(comm100.oauth->grants.at("password").client_auth == ClientAuth::none);
+  CHECK(comm100.oauth->grants.count("client_credentials"));
+  CHECK(policies.at("comm100-partner")->oauth->token_url.source() ==
+        "https://{oauth_host}/partner/oauth/token");
+  CHECK(policies.at("comm100-apikey")->inject.kind == InjectKind::basic);
+  CHECK_FALSE(policies.at("comm100-apikey")->oauth);
+}
+
+TEST_CASE("config errors name file, line and key") {
+  TempDir dir;
+  auto file = dir.write("gateway.yaml",
+                        "listen:\n  port: 8080\nstore:\n  kind: memory\n"
+                        "integratons: []\n"                  // line 5: typo
+                        "limits:\n  header_timeout: 10\n");  // line 7: no unit
+  auto problems = problems_of(file);
+  REQUIRE(problems.size() == 2);
+  CHECK(problems[0] == "gateway.yaml:5: integratons: unknown key");
+  CHECK(problems[1].rfind("gateway.yaml:7: limits.header_timeout:", 0) == 0);
+}
+
+TEST_CASE("env and file references") {
+  TempDir dir;
+  dir.write("secret.txt", "s3cret\r\n");
+  setenv("GW_UNIT_PORT", "8181", 1);
+  auto file = dir.write("g.yaml",
+                        "listen: {port: \"${env:GW_UNIT_PORT}\"}\n"
+                        "store: {kind: memory, key: \"${file:secret.txt}\"}\n");
+  auto cfg = load_config(file);
+  CHECK(cfg.listen.port == 8181);
+  CHECK(cfg.store.key == "s3cret");
+  auto bad = dir.write("b.yaml", "store: {kind: memory, key: \"${env:GW_UNIT_MISSING_VAR}\"}\n");
+  auto problems = problems_of(bad);
+  REQUIRE(problems.size() == 1);
+  CHECK(problems[0].find("GW_UNIT_MISSING_VAR") != std::string::npos);
+}
+
+TEST_CASE("a non-loopback listener needs a guard") {
+  TempDir dir;
+  auto file = dir.write("g.yaml", "listen: {address: 0.0.0.0}\nstore: {kind: memory}\n");
+  auto problems = problems_of(file);
+  REQUIRE(problems.size() == 1);
+  CHECK(problems[0].find("listen.address") != std::string::npos);
+  auto ok = dir.write(
+      "ok.yaml", "listen: {address: 0.0.0.0, allow_from: [10.0.0.0/8]}\nstore: {kind: memory}\n");
+  CHECK(problems_of(ok).empty());
+}
+
+TEST_CASE("routes: unknown policy and host placeholder patterns") {
+  TempDir dir;
+  auto file =
+      dir.write("gateway.yaml", "store: {kind: memory}\npolicies: [" + kPolicies.string() +
+                                    "]\nintegrations:\n  - name: chime\n    policy: chmie\n"
+                                    "  - name: zd\n    policy: zendesk-chat\n"
+                                    "connections:\n  - id: a\n    integration: zd\n"
+                                    "    vars: {subdomain: \"evil.com/x#\"}\n    grant: static\n"
+                                    "    credentials: {access_token: t}\n");
+  auto cfg = load_config(file);
+  try {
+    build_routes(cfg, load_policies(cfg.policy_dirs));
+    FAIL("expected a ConfigError");
+  } catch (const ConfigError& e) {
+    REQUIRE(e.problems().size() == 2);
+    CHECK(e.problems()[0] == "gateway.yaml:5: integrations[0].policy: no policy named \"chmie\"");
+    CHECK(e.problems()[1].find("subdomain") != std::string::npos);
+  }
+}
+
+TEST_CASE("cidr") {
+  auto c = parse_cidr("10.0.0.0/8");
+  REQUIRE(c);
+  CHECK(cidr_contains(*c, {10, 1, 2, 3}, false));
+  CHECK_FALSE(cidr_contains(*c, {11, 1, 2, 3}, false));
+  CHECK_FALSE(parse_cidr("10.0.0.0/33"));
+  CHECK_FALSE(parse_cidr("nonsense"));
+  CHECK(parse_cidr("::1/128"));
+}

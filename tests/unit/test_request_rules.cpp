@@ -1,0 +1,70 @@
+#include <doctest/doctest.h>
+
+#include "gateway/proxy/request_rules.hpp"
+
+using namespace gw;
+
+TEST_CASE("split_target routes by the first segment") {
+  std::string why;
+  auto t = split_target("/chime/v1/leads?page=2&x=%20", &why);
+  REQUIRE(t);
+  CHECK(t->integration == "chime");
+  CHECK(t->path == "/v1/leads");
+  CHECK(t->has_query);
+  CHECK(t->query == "page=2&x=%20");
+  auto bare = split_target("/chime", &why);
+  REQUIRE(bare);
+  CHECK(bare->path == "/");
+  CHECK_FALSE(bare->has_query);
+}
+
+TEST_CASE("split_target refuses traversal, control characters and other forms") {
+  std::string why;
+  for (const char* bad :
+       {"/chime/../x", "/chime/./x", "/chime/%2e%2e/x", "/chime/%2E%2e", "/chime/.%2E/x",
+        "/chime/a%2f..%2fb", "/chime/a%5c..", "/chime/x%00", "/chime/x%0d%0a", "/chime/x%0A",
+        "http://evil/chime", "*", "", "//chime/x", "/chime/%zz", "/", "/?x=1"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(split_target(bad, &why));
+    CHECK_FALSE(why.empty());
+  }
+  CHECK(split_target("/chime/v1/a..b/.hidden", &why));  // dots inside a name are fine
+}
+
+TEST_CASE("hop-by-hop headers, including those named by Connection") {
+  auto tokens = connection_tokens("keep-alive, X-Drop ,  Other");
+  CHECK(tokens == std::vector<std::string>{"keep-alive", "X-Drop", "Other"});
+  for (const char* h : {"Connection", "keep-alive", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+                        "Proxy-Authorization", "proxy-anything", "x-drop"})
+    CHECK(is_hop_by_hop(h, tokens));
+  CHECK_FALSE(is_hop_by_hop("Content-Type", tokens));
+  CHECK_FALSE(is_hop_by_hop("Authorization", tokens));
+}
+
+TEST_CASE("allow-list globs") {
+  CHECK(glob_match("/v1/leads", "/v1/leads"));
+  CHECK(glob_match("/v1/leads/*", "/v1/leads/42"));
+  CHECK_FALSE(glob_match("/v1/leads/*", "/v1/leads/42/notes"));
+  CHECK(glob_match("/v1/**", "/v1/leads/42/notes"));
+  CHECK_FALSE(glob_match("/v1/leads", "/v1/leads/42"));
+  std::vector<AllowRule> rules{{{"GET"}, {"/v1/leads", "/v1/leads/*"}}};
+  CHECK(allowed(rules, "get", "/v1/leads/1"));
+  CHECK_FALSE(allowed(rules, "DELETE", "/v1/leads/1"));
+  CHECK_FALSE(allowed(rules, "GET", "/v1/users"));
+}
+
+TEST_CASE("rewrite_query replaces the caller's parameter and encodes the credential") {
+  CHECK(rewrite_query("", "access_token", "a b&c") == "access_token=a%20b%26c");
+  CHECK(rewrite_query("x=1&access_token=evil&y=%2F", "access_token", "tok") ==
+        "x=1&y=%2F&access_token=tok");
+  CHECK(rewrite_query("access%5Ftoken=evil", "access_token", "tok") == "access_token=tok");
+}
+
+TEST_CASE("redaction") {
+  std::string s = "https://x/?access_token=SECRET&again=SECRET";
+  CHECK(redact(s, {"SECRET"}));
+  CHECK(s == "https://x/?access_token=REDACTED&again=REDACTED");
+  CHECK(redact_query_params("/chip/me?a=1&access_token=abc&b", {"access_token"}) ==
+        "/chip/me?a=1&access_token=REDACTED&b");
+  CHECK(redact_query_params("/chip/me", {"access_token"}) == "/chip/me");
+}
