@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "gateway/admin/admin_server.hpp"
+#include "gateway/auth/token_cache.hpp"
 #include "gateway/observability/log.hpp"
 #include "gateway/proxy/proxy.hpp"
 
@@ -95,7 +96,8 @@ class Gateway {
     }
     log::set_level(log::parse_level(rt->config.log.level));
     shared_.runtime.store(rt);
-    shared_.tokens = std::make_shared<StaticTokenProvider>();
+    auto cache = std::make_shared<TokenCache>([this] { return shared_.runtime.load(); });
+    shared_.tokens = cache;
 
     unsigned threads =
         rt->config.threads ? rt->config.threads : std::thread::hardware_concurrency();
@@ -114,6 +116,16 @@ class Gateway {
     admin_->start();
     for (std::size_t i = 0; i < workers_.size(); ++i)
       asio::co_spawn(workers_[i]->ioc, accept_loop(*acceptors_[i], *workers_[i]), asio::detached);
+
+    // Connections whose grant can obtain a token on its own get it now, not on first use.
+    std::size_t next = 0;
+    for (const auto& [id, conn] : rt->routes->connections) {
+      auto cred = conn->current();
+      if (conn->grant != "static" && conn->grant != "authorization_code" &&
+          !usable(cred.get(), Clock::now()))
+        cache->refresh_in_background(conn, RefreshTrigger::initial,
+                                     workers_[next++ % workers_.size()]->ioc.get_executor());
+    }
 
     asio::signal_set signals(workers_[0]->ioc, SIGTERM, SIGINT, SIGHUP);
     wait_signal(signals);

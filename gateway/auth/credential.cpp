@@ -4,6 +4,22 @@
 
 namespace gw {
 
+const char* state_name(ConnectionState s) {
+  switch (s) {
+    case ConnectionState::ready:
+      return "ready";
+    case ConnectionState::refreshing:
+      return "refreshing";
+    case ConnectionState::degraded:
+      return "degraded";
+    case ConnectionState::needs_reauth:
+      return "needs_reauth";
+    case ConnectionState::pending_authorization:
+      return "pending_authorization";
+  }
+  return "ready";
+}
+
 std::string base64_encode(std::string_view data) {
   std::string out(4 * ((data.size() + 2) / 3), '\0');
   int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),

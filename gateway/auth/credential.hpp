@@ -4,7 +4,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -17,7 +19,8 @@ using Clock = std::chrono::system_clock;
 
 struct Credential {
   std::uint64_t version = 0;  // increases with every new token of the connection
-  std::string access_token;   // empty for static API keys
+  std::string access_token;   // empty for static API keys and before the first token
+  std::string refresh_token;  // empty when the grant has none
   Clock::time_point expires_at = Clock::time_point::max();  // max(): never expires
   Clock::time_point issued_at{};
 
@@ -39,6 +42,23 @@ struct UpstreamTarget {
   std::string key() const { return host + ":" + port; }
 };
 
+enum class ConnectionState { ready, refreshing, degraded, needs_reauth, pending_authorization };
+const char* state_name(ConnectionState s);
+
+// The refresh bookkeeping of one connection, guarded by `mutex` (never held across a
+// co_await): single flight, waiters, backoff and cooldown.
+struct Lifecycle {
+  std::mutex mutex;
+  bool refreshing = false;
+  std::vector<std::function<void()>> waiters;  // each wakes one waiting request
+  ConnectionState state = ConnectionState::ready;
+  std::string last_error;
+  Clock::time_point last_refresh_at{}, retry_at{}, cooldown_until{};
+  Millis backoff{0};
+  // Mirrors state == needs_reauth for the request path, which must not take the mutex.
+  std::atomic<bool> needs_reauth{false};
+};
+
 // One authorized vendor account. The identity and rendered values are fixed at creation;
 // only the credential snapshot changes.
 class Connection {
@@ -51,6 +71,7 @@ class Connection {
   UpstreamTarget upstream;
   std::shared_ptr<const Policy> policy;
   std::string client_id, client_secret;
+  std::shared_ptr<Lifecycle> lifecycle = std::make_shared<Lifecycle>();
 
   std::shared_ptr<const Credential> current() const { return credential_.load(); }
   void publish(std::shared_ptr<const Credential> c) { credential_.store(std::move(c)); }

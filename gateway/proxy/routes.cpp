@@ -152,6 +152,31 @@ std::shared_ptr<const Routes> build_routes(const Config& config, PolicyMap polic
       report(config.locate(k + ".vars"), k + ".vars", err);
       continue;
     }
+    if (cc.grant != "static") {
+      // A bootstrap access token (with its expires_in) serves until it needs refreshing;
+      // otherwise the first token is obtained at start, or by onboarding.
+      auto at = cc.credentials.find("access_token");
+      auto rt = cc.credentials.find("refresh_token");
+      if (at != cc.credentials.end() || rt != cc.credentials.end()) {
+        std::string error;
+        auto cred = render_credential(*conn, at == cc.credentials.end() ? "" : at->second, &error);
+        if (cred) {
+          cred->version = 0;
+          cred->issued_at = Clock::now();
+          cred->refresh_token = rt == cc.credentials.end() ? "" : rt->second;
+          if (cred->refresh_token.size()) cred->secrets.push_back(cred->refresh_token);
+          auto ei = cc.credentials.find("expires_in");
+          if (at == cc.credentials.end())
+            cred->expires_at = Clock::time_point::min();
+          else if (ei != cc.credentials.end())
+            cred->expires_at =
+                cred->issued_at + std::chrono::seconds(std::atoll(ei->second.c_str()));
+          conn->publish(std::make_shared<const Credential>(std::move(*cred)));
+        }
+      } else if (cc.grant == "authorization_code") {
+        conn->lifecycle->state = ConnectionState::pending_authorization;
+      }
+    }
     if (cc.grant == "static") {
       std::string error;
       auto token = cc.credentials.count("access_token") ? cc.credentials.at("access_token") : "";

@@ -249,6 +249,10 @@ class Handler(BaseHTTPRequestHandler):
                 for info in st.access.values():
                     info["revoked"] = True
             return self.send_json(200, {"ok": True})
+        if path == "/_sim/forget":  # tokens become unknown (Chip then answers 401, not 419)
+            with st.lock:
+                st.access.clear()
+            return self.send_json(200, {"ok": True})
         if path == "/_sim/config":
             cfg = json.loads(body or b"{}")
             with st.lock:
@@ -412,8 +416,9 @@ class Handler(BaseHTTPRequestHandler):
         self.redirect(redirect + sep + urllib.parse.urlencode(params))
 
     def token_failure(self):
-        """Applies the fail_token knob; returns True when it answered."""
+        """Counts a token request and applies the fail_token knob; True when it answered."""
         st = self.state
+        st.count("token_requests")
         with st.lock:
             fail = st.fail_token
             if fail and fail.get("count", 0) > 0:
@@ -434,7 +439,6 @@ class Handler(BaseHTTPRequestHandler):
     def grant(self, params, client_ok):
         """Shared grant logic. Returns (status, answer)."""
         st = self.state
-        st.count("token_requests")
         if st.token_delay_ms:
             time.sleep(st.token_delay_ms / 1000)
         if not client_ok:
@@ -541,7 +545,6 @@ class Handler(BaseHTTPRequestHandler):
         params = self.form(body)
         if params is None or params.get("grant_type") != "password":
             return self.reply(400, {"error": "unsupported_grant_type"})
-        self.state.count("token_requests")
         email, password = params.get("email", ""), params.get("password", "")
         if email in self.state.users and secrets.compare_digest(self.state.users[email], password):
             return self.reply(200, self.state.issue())

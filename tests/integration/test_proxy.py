@@ -446,6 +446,57 @@ class ProxyTest(unittest.TestCase):
         print("\n[measure] 1000 sequential requests: %d new upstream connection(s)"
               % (st["api_connections"] - before))
 
+    def test_max_connections(self):
+        cfg = {k: v for k, v in self.gw.config.items()}
+        cfg["limits"] = {"max_connections": 2}
+        gw = Gateway(W.path, cfg, name="maxconn").start()
+        try:
+            held = [gw.conn(), gw.conn()]
+            for c in held:
+                c.request("GET", "/chime/v1/held")
+                self.assertEqual(c.getresponse().read() and 200, 200)
+            # A third connection is accepted and closed at once, without an answer.
+            out = gw.raw(b"GET /chime/v1/third HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(out, b"")
+            for c in held:  # the existing ones keep working
+                c.request("GET", "/chime/v1/again")
+                r = c.getresponse()
+                r.read()
+                self.assertEqual(r.status, 200)
+                c.close()
+        finally:
+            gw.stop()
+
+    def test_downstream_tls_with_client_certificates(self):
+        import ssl
+        gw_cert, gw_key = CA_.issue("gateway", "IP:127.0.0.1")
+        client_ca = CA(W.path, "Client CA")
+        client_cert, client_key = client_ca.issue("caller", "DNS:caller")
+        cfg = {k: v for k, v in self.gw.config.items()}
+        cfg["listen"] = {"address": "127.0.0.1", "port": 0,
+                         "tls": {"cert_file": gw_cert, "key_file": gw_key,
+                                 "client_ca_file": client_ca.cert}}
+        gw = Gateway(W.path, cfg, name="mtls").start()
+        try:
+            ctx = ssl.create_default_context(cafile=CA_.cert)
+            ctx.load_cert_chain(client_cert, client_key)
+            c = http.client.HTTPSConnection("127.0.0.1", gw.port, context=ctx, timeout=10)
+            c.request("GET", "/chime/v1/leads")
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            c.close()
+            # Without a client certificate the handshake fails and nothing is forwarded.
+            before = self.sims["chime"].state()["api_requests"]
+            bare = ssl.create_default_context(cafile=CA_.cert)
+            with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
+                c = http.client.HTTPSConnection("127.0.0.1", gw.port, context=bare, timeout=10)
+                c.request("GET", "/chime/v1/leads")
+                c.getresponse().read()
+            self.assertEqual(self.sims["chime"].state()["api_requests"], before)
+        finally:
+            gw.stop()
+
 
 if __name__ == "__main__":
     unittest.main()

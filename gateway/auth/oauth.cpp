@@ -1,0 +1,215 @@
+#include "gateway/auth/oauth.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/url/encode.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
+#include <nlohmann/json.hpp>
+
+#include "gateway/proxy/routes.hpp"
+
+namespace gw {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+
+std::string form_encode(const std::vector<std::pair<std::string, std::string>>& params) {
+  std::string out;
+  boost::urls::encoding_opts opts;
+  opts.space_as_plus = true;
+  for (const auto& [k, v] : params) {
+    if (!out.empty()) out += '&';
+    out += boost::urls::encode(k, boost::urls::unreserved_chars, opts);
+    out += '=';
+    out += boost::urls::encode(v, boost::urls::unreserved_chars, opts);
+  }
+  return out;
+}
+
+std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOverrides& urls,
+                                                const std::string& grant, const StringMap& extra,
+                                                std::string* error) {
+  const OAuthSpec& o = *c.policy->oauth;
+  auto lookup = [&](std::string_view name) { return lookup_placeholder(c, extra, name); };
+  std::string missing;
+  auto render = [&](const Template& t) -> std::optional<std::string> {
+    auto v = t.render(lookup, &missing);
+    if (!v && error) *error = "no value for {" + missing + "}";
+    return v;
+  };
+
+  std::optional<std::string> url;
+  if (grant == "refresh_token" && !urls.refresh_url.empty())
+    url = urls.refresh_url;
+  else if (grant == "refresh_token" && urls.token_url.empty() && o.refresh_url)
+    url = render(*o.refresh_url);
+  else if (!urls.token_url.empty())
+    url = urls.token_url;
+  else
+    url = render(o.token_url);
+  if (!url) return std::nullopt;
+
+  std::vector<std::pair<std::string, std::string>> params{{"grant_type", grant}};
+  auto has = [&](const std::string& k) {
+    for (const auto& p : params)
+      if (p.first == k) return true;
+    return false;
+  };
+  auto add = [&](const std::string& k, const std::string& v) {
+    if (!has(k)) params.emplace_back(k, v);
+  };
+  auto extra_value = [&](const char* k) {
+    auto it = extra.find(k);
+    return it == extra.end() ? std::string() : it->second;
+  };
+  if (grant == "authorization_code") {
+    add("code", extra_value("code"));
+    add("redirect_uri", extra_value("redirect_uri"));
+  } else if (grant == "refresh_token") {
+    add("refresh_token", extra_value("refresh_token"));
+  }
+  const GrantSpec* spec = nullptr;
+  if (auto it = o.grants.find(grant); it != o.grants.end()) spec = &it->second;
+  if (spec) {
+    for (const auto& [k, t] : spec->params) {
+      auto v = render(t);
+      if (!v) return std::nullopt;
+      add(k, *v);
+    }
+  }
+  TokenRequest req;
+  req.method = o.token_method;
+  ClientAuth auth = spec && spec->client_auth ? *spec->client_auth : o.client_auth;
+  switch (auth) {
+    case ClientAuth::basic:
+      req.headers.emplace_back("Authorization",
+                               "Basic " + base64_encode(c.client_id + ":" + c.client_secret));
+      break;
+    case ClientAuth::body:
+    case ClientAuth::query:
+      add("client_id", c.client_id);
+      add("client_secret", c.client_secret);
+      break;
+    case ClientAuth::none:
+      break;
+  }
+  req.headers.emplace_back("Accept", "application/json");
+  if (req.method == "GET") {
+    req.url = *url + (url->find('?') == std::string::npos ? "?" : "&") + form_encode(params);
+  } else {
+    req.url = *url;
+    req.body = form_encode(params);
+    req.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+  }
+  return req;
+}
+
+TokenResult parse_token_response(unsigned status, std::string_view body) {
+  TokenResult r;
+  r.status = status;
+  auto json = nlohmann::json::parse(body, nullptr, false);
+  if (status / 100 == 2) {
+    if (json.is_object() && json.contains("access_token") && json["access_token"].is_string() &&
+        !json["access_token"].get<std::string>().empty()) {
+      r.access_token = json["access_token"].get<std::string>();
+      if (json.contains("refresh_token") && json["refresh_token"].is_string())
+        r.refresh_token = json["refresh_token"].get<std::string>();
+      if (json.contains("expires_in")) {
+        const auto& e = json["expires_in"];
+        long long secs = -1;
+        if (e.is_number())
+          secs = static_cast<long long>(e.get<double>());
+        else if (e.is_string()) {
+          try {
+            std::size_t used = 0;
+            auto text = e.get<std::string>();
+            secs = std::stoll(text, &used);
+            if (used != text.size()) secs = -1;
+          } catch (...) {
+            secs = -1;
+          }
+        }
+        if (secs >= 0) r.expires_in = Millis(secs * 1000);
+      }
+      return r;
+    }
+    r.failure = TokenFailure::transient;
+    r.error = "malformed_token_response";
+    return r;
+  }
+  // Error answers: OAuth {"error"}, Comm100 {code, message}, Chip's bare status.
+  if (json.is_object() && json.contains("error") && json["error"].is_string())
+    r.error = json["error"].get<std::string>();
+  else if (json.is_object() && json.contains("code") && json["code"].is_number())
+    r.error = "comm100_" + std::to_string(json["code"].get<long long>());
+  else
+    r.error = "http_" + std::to_string(status);
+  bool permanent_code =
+      r.error == "invalid_grant" || r.error == "invalid_client" || r.error == "unauthorized_client";
+  if (status >= 500 || status == 429 || status == 408)
+    r.failure = permanent_code ? TokenFailure::permanent : TokenFailure::transient;
+  else
+    r.failure = TokenFailure::permanent;
+  return r;
+}
+
+asio::awaitable<TokenResult> fetch_token(asio::any_io_executor executor,
+                                         std::shared_ptr<asio::ssl::context> tls,
+                                         TokenRequest request, Millis timeout) {
+  auto transient = [](std::string what) {
+    TokenResult r;
+    r.failure = TokenFailure::transient;
+    r.error = std::move(what);
+    return r;
+  };
+  UpstreamTarget target;
+  auto qpos = request.url.find('?');
+  if (auto err = parse_upstream(request.url.substr(0, qpos), target); !err.empty())
+    co_return transient("bad_token_url");
+  std::string path = target.base_path.empty() ? "/" : target.base_path;
+  if (qpos != std::string::npos) path += request.url.substr(qpos);
+
+  beast::ssl_stream<beast::tcp_stream> stream(executor, *tls);
+  auto& lowest = beast::get_lowest_layer(stream);
+  lowest.expires_after(timeout);
+  asio::ip::tcp::resolver resolver(executor);
+  auto [rec, endpoints] = co_await resolver.async_resolve(target.host, target.port, nothrow);
+  if (rec) co_return transient("unreachable");
+  auto [cec, ep] = co_await lowest.async_connect(endpoints, nothrow);
+  if (cec) co_return transient(cec == beast::error::timeout ? "timeout" : "unreachable");
+  if (!target.ip_literal) SSL_set_tlsext_host_name(stream.native_handle(), target.host.c_str());
+  stream.set_verify_mode(asio::ssl::verify_peer);
+  stream.set_verify_callback(asio::ssl::host_name_verification(target.host));
+  auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::client, nothrow);
+  if (hec) co_return transient(hec == beast::error::timeout ? "timeout" : "tls_error");
+
+  http::request<http::string_body> req{request.method == "GET" ? http::verb::get : http::verb::post,
+                                       path, 11};
+  req.set(http::field::host, target.host_header);
+  req.set(http::field::user_agent, "gateway/" GATEWAY_VERSION);
+  for (const auto& [k, v] : request.headers) req.set(k, v);
+  if (request.method != "GET") {
+    req.body() = request.body;
+    req.prepare_payload();
+  }
+  req.keep_alive(false);
+  auto [wec, wn] = co_await http::async_write(stream, req, nothrow);
+  if (wec) co_return transient(wec == beast::error::timeout ? "timeout" : "send_failed");
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(256 * 1024);
+  auto [pec, pn] = co_await http::async_read(stream, buffer, parser, nothrow);
+  if (pec) co_return transient(pec == beast::error::timeout ? "timeout" : "bad_response");
+  beast::error_code ignored;
+  lowest.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  co_return parse_token_response(parser.get().result_int(), parser.get().body());
+}
+
+}  // namespace gw

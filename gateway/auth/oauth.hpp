@@ -1,0 +1,54 @@
+// The OAuth2 token endpoint client: builds a grant's token request exactly as the policy
+// says (GET or POST, client auth basic/body/query/none, the vendor's parameter names),
+// classifies the answer, and sends it over verified TLS.
+#pragma once
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gateway/auth/credential.hpp"
+#include "gateway/config/config.hpp"
+
+namespace gw {
+
+struct TokenRequest {
+  std::string method;  // GET | POST
+  std::string url;     // with the query for GET
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;  // form for POST
+};
+
+// Builds the request for `grant`. `extra` holds code, redirect_uri, state, refresh_token as
+// the grant needs. `urls` are the integration's overrides. Nullopt with `error` set when a
+// placeholder has no value.
+std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOverrides& urls,
+                                                const std::string& grant, const StringMap& extra,
+                                                std::string* error);
+
+enum class TokenFailure { none, permanent, transient };
+
+struct TokenResult {
+  TokenFailure failure = TokenFailure::none;
+  std::string error;  // OAuth error code, "comm100_401000", "http_419", "timeout", ...
+  unsigned status = 0;
+  std::string access_token, refresh_token;  // refresh_token empty: keep the old one
+  std::optional<Millis> expires_in;         // nullopt: the vendor sent none
+};
+
+// Classifies a token endpoint's answer (SPEC 6.4): invalid_grant/invalid_client/400/401 are
+// permanent; 5xx and 429 transient.
+TokenResult parse_token_response(unsigned status, std::string_view body);
+
+// Sends the request and parses the answer; network failures and timeouts are transient.
+boost::asio::awaitable<TokenResult> fetch_token(boost::asio::any_io_executor executor,
+                                                std::shared_ptr<boost::asio::ssl::context> tls,
+                                                TokenRequest request, Millis timeout);
+
+std::string form_encode(const std::vector<std::pair<std::string, std::string>>& params);
+
+}  // namespace gw

@@ -1,0 +1,304 @@
+#include "gateway/auth/token_cache.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+#include <random>
+
+#include "gateway/auth/oauth.hpp"
+#include "gateway/observability/log.hpp"
+#include "gateway/proxy/proxy.hpp"
+
+namespace gw {
+
+namespace asio = boost::asio;
+constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+const char* trigger_name(RefreshTrigger t) {
+  switch (t) {
+    case RefreshTrigger::ahead:
+      return "ahead";
+    case RefreshTrigger::rejected:
+      return "rejected";
+    case RefreshTrigger::forced:
+      return "forced";
+    case RefreshTrigger::initial:
+      return "initial";
+  }
+  return "ahead";
+}
+
+Millis jittered(Millis d) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uniform_real_distribution<double> f(0.5, 1.0);  // "equal jitter"
+  return Millis(static_cast<Millis::rep>(static_cast<double>(d.count()) * f(rng)));
+}
+
+long long seconds_until(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t - Clock::now()).count();
+}
+
+}  // namespace
+
+bool usable(const Credential* c, Clock::time_point now) {
+  return c && (!c->access_token.empty() || !c->value.empty()) && c->expires_at > now;
+}
+
+TokenCache::TokenCache(RuntimeSource runtime) : runtime_(std::move(runtime)) {}
+
+namespace {
+
+// Why a connection has no usable token, for the caller's 503. Caller holds the mutex.
+CredentialResult describe_unusable(const Connection& c, const Lifecycle& lc) {
+  std::string why;
+  switch (lc.state) {
+    case ConnectionState::needs_reauth:
+      why = "connection " + c.id + " needs re-authorization (" + lc.last_error + ")";
+      break;
+    case ConnectionState::pending_authorization:
+      why = "connection " + c.id + " has not been authorized yet";
+      break;
+    case ConnectionState::degraded:
+      why = "the token of connection " + c.id + " expired and refreshing it is failing (" +
+            lc.last_error + "); next attempt in " +
+            std::to_string(std::max(0LL, seconds_until(lc.retry_at))) + "s";
+      break;
+    default:
+      why = "connection " + c.id + " has no valid token" +
+            (lc.last_error.empty() ? std::string() : " (" + lc.last_error + ")");
+  }
+  return {nullptr, why};
+}
+
+}  // namespace
+
+CredentialResult TokenCache::unusable(const Connection& c) const {
+  std::lock_guard lock(c.lifecycle->mutex);
+  return describe_unusable(c, *c.lifecycle);
+}
+
+bool TokenCache::try_begin(Connection& c, bool force, std::string* why) {
+  auto& lc = *c.lifecycle;
+  auto now = Clock::now();
+  if (lc.refreshing) return false;
+  if (lc.state == ConnectionState::pending_authorization) return false;
+  if (lc.state == ConnectionState::needs_reauth && now < lc.cooldown_until) return false;
+  if (!force && lc.state == ConnectionState::degraded && now < lc.retry_at) return false;
+  if (force && lc.state == ConnectionState::degraded && now < lc.retry_at &&
+      lc.backoff.count() > 0) {
+    if (why) *why = "backoff";
+    return false;
+  }
+  lc.refreshing = true;
+  return true;
+}
+
+void TokenCache::refresh_in_background(std::shared_ptr<Connection> c, RefreshTrigger trigger,
+                                       asio::any_io_executor executor) {
+  if (c->grant == "static") return;
+  {
+    std::lock_guard lock(c->lifecycle->mutex);
+    if (!try_begin(*c, false, nullptr)) return;
+  }
+  asio::co_spawn(executor, run_refresh(c, trigger), asio::detached);
+}
+
+asio::awaitable<CredentialResult> TokenCache::refresh_now(std::shared_ptr<Connection> c,
+                                                          RefreshTrigger trigger) {
+  auto executor = co_await asio::this_coro::executor;
+  auto timer = std::make_shared<asio::steady_timer>(executor);
+  auto rt = runtime_();
+  timer->expires_after(rt->config.refresh.timeout * 2 + std::chrono::seconds(1));
+  bool start = false;
+  std::optional<CredentialResult> refused;
+  {
+    std::lock_guard lock(c->lifecycle->mutex);
+    auto& lc = *c->lifecycle;
+    if (!lc.refreshing) start = try_begin(*c, trigger != RefreshTrigger::ahead, nullptr);
+    if (!lc.refreshing)
+      refused = describe_unusable(*c, lc);
+    else  // Wake-ups are posted to this request's own event loop: timers are not thread-safe.
+      lc.waiters.push_back(
+          [timer] { asio::post(timer->get_executor(), [timer] { timer->cancel(); }); });
+  }
+  if (refused) co_return *refused;
+  if (start) asio::co_spawn(executor, run_refresh(c, trigger), asio::detached);
+  co_await timer->async_wait(nothrow);
+  auto cred = c->current();
+  if (usable(cred.get(), Clock::now())) co_return CredentialResult{cred, {}};
+  co_return unusable(*c);
+}
+
+asio::awaitable<CredentialResult> TokenCache::acquire(std::shared_ptr<Connection> c) {
+  auto cred = c->current();
+  auto now = Clock::now();
+  if (c->lifecycle->needs_reauth.load(std::memory_order_relaxed)) {
+    // No storm against the vendor: fail fast during the cooldown, then let one through.
+    bool cooling = false;
+    {
+      std::lock_guard lock(c->lifecycle->mutex);
+      cooling = now < c->lifecycle->cooldown_until || c->lifecycle->refreshing;
+    }
+    if (cooling) co_return unusable(*c);
+    co_return co_await refresh_now(c, RefreshTrigger::initial);
+  }
+  if (usable(cred.get(), now)) {
+    if (c->grant != "static" && cred->expires_at != Clock::time_point::max()) {
+      auto rt = runtime_();
+      auto lifetime = cred->expires_at - cred->issued_at;
+      auto threshold = std::max<Clock::duration>(rt->config.refresh.skew, lifetime / 10);
+      if (cred->expires_at - now < threshold)
+        refresh_in_background(c, RefreshTrigger::ahead, co_await asio::this_coro::executor);
+    }
+    co_return CredentialResult{std::move(cred), {}};
+  }
+  if (c->grant == "static") {
+    co_return CredentialResult{nullptr,
+                               cred ? "the static token of connection " + c->id + " has expired"
+                                    : "connection " + c->id + " has no credential"};
+  }
+  // An expired token is never injected: wait for the refresh.
+  co_return co_await refresh_now(
+      c, cred && !cred->access_token.empty() ? RefreshTrigger::ahead : RefreshTrigger::initial);
+}
+
+asio::awaitable<CredentialResult> TokenCache::rejected(std::shared_ptr<Connection> c,
+                                                       std::shared_ptr<const Credential> used) {
+  if (c->grant == "static") {
+    {
+      std::lock_guard lock(c->lifecycle->mutex);
+      c->lifecycle->last_error = "the vendor rejected the static credential";
+    }
+    log::event(log::Level::warn, "static credential rejected",
+               {{"connection", c->id}, {"integration", c->integration}});
+    co_return CredentialResult{nullptr, "the vendor rejected the static credential of " + c->id};
+  }
+  auto cur = c->current();
+  // Another request already renewed the token: replay with the newer one.
+  if (cur && used && cur->version > used->version && usable(cur.get(), Clock::now()))
+    co_return CredentialResult{cur, {}};
+  auto result = co_await refresh_now(c, RefreshTrigger::rejected);
+  if (result.credential && used && result.credential->version <= used->version)
+    co_return CredentialResult{nullptr, "no newer token for connection " + c->id};
+  co_return result;
+}
+
+asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
+                                              RefreshTrigger trigger) {
+  auto rt = runtime_();
+  auto executor = co_await asio::this_coro::executor;
+  auto start = std::chrono::steady_clock::now();
+  auto old = c->current();
+  const auto& refresh_cfg = rt->config.refresh;
+  const OAuthSpec* oauth = c->policy->oauth ? &*c->policy->oauth : nullptr;
+
+  UrlOverrides overrides;
+  if (auto it = rt->routes->integrations.find(c->integration); it != rt->routes->integrations.end())
+    overrides = it->second->config.overrides;
+  std::string refresh_token = old ? old->refresh_token : "";
+  if (refresh_token.empty()) {
+    if (auto it = c->credentials.find("refresh_token"); it != c->credentials.end())
+      refresh_token = it->second;
+  }
+  std::string grant;
+  if (!refresh_token.empty() && oauth && oauth->grants.count("refresh_token"))
+    grant = "refresh_token";
+  else if (c->grant == "client_credentials" || c->grant == "password")
+    grant = c->grant;
+
+  TokenResult result;
+  std::string error;
+  std::optional<TokenRequest> request;
+  if (!oauth || grant.empty()) {
+    result.failure = TokenFailure::permanent;
+    result.error = "no_refresh_token";
+  } else {
+    StringMap extra{{"refresh_token", refresh_token},
+                    {"redirect_uri", rt->config.admin.public_url + "/oauth/callback"}};
+    request = build_token_request(*c, overrides, grant, extra, &error);
+    if (!request) {
+      result.failure = TokenFailure::permanent;
+      result.error = "bad_request: " + error;
+    } else {
+      result = co_await fetch_token(executor, rt->client_tls, *request, refresh_cfg.timeout);
+    }
+  }
+
+  auto now = Clock::now();
+  std::shared_ptr<const Credential> fresh;
+  if (result.failure == TokenFailure::none) {
+    std::string render_error;
+    auto cred = render_credential(*c, result.access_token, &render_error);
+    if (!cred) {
+      result.failure = TokenFailure::permanent;
+      result.error = "render: " + render_error;
+    } else {
+      cred->refresh_token = result.refresh_token.empty() ? refresh_token : result.refresh_token;
+      cred->issued_at = now;
+      auto lifetime = result.expires_in ? result.expires_in : oauth->default_expires_in;
+      cred->expires_at = lifetime ? now + *lifetime : Clock::time_point::max();
+      cred->version = (old ? old->version : 0) + 1;
+      if (!cred->refresh_token.empty()) cred->secrets.push_back(cred->refresh_token);
+      fresh = std::make_shared<const Credential>(std::move(*cred));
+      // A rotated refresh token must be durable before the new access token is used.
+      // TODO(store): await the token store's save here once it exists.
+      c->publish(fresh);
+    }
+  }
+
+  std::vector<std::function<void()>> waiters;
+  {
+    std::lock_guard lock(c->lifecycle->mutex);
+    auto& lc = *c->lifecycle;
+    lc.refreshing = false;
+    waiters.swap(lc.waiters);
+    lc.needs_reauth = !fresh && result.failure == TokenFailure::permanent;
+    if (fresh) {
+      lc.state = ConnectionState::ready;
+      lc.last_error.clear();
+      lc.backoff = Millis(0);
+      lc.last_refresh_at = now;
+    } else if (result.failure == TokenFailure::permanent) {
+      lc.state = ConnectionState::needs_reauth;
+      lc.last_error = result.error;
+      lc.cooldown_until = now + refresh_cfg.failure_cooldown;
+    } else {
+      lc.state = ConnectionState::degraded;
+      lc.last_error = result.error;
+      lc.backoff = lc.backoff.count() == 0 ? refresh_cfg.backoff.initial
+                                           : std::min(refresh_cfg.backoff.max, lc.backoff * 2);
+      lc.retry_at = now + jittered(lc.backoff);
+    }
+  }
+  for (auto& wake : waiters) wake();
+
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  nlohmann::json fields = {{"connection", c->id},
+                           {"integration", c->integration},
+                           {"trigger", trigger_name(trigger)},
+                           {"grant", grant},
+                           {"duration_ms", std::round(ms)}};
+  if (fresh) {
+    fields["result"] = "ok";
+    if (fresh->expires_at != Clock::time_point::max())
+      fields["expires_in_s"] = seconds_until(fresh->expires_at);
+    log::event(log::Level::info, "token refreshed", fields);
+  } else {
+    fields["result"] = result.error == "invalid_grant" ? "invalid_grant" : "error";
+    fields["error"] = result.error;
+    fields["status"] = result.status;
+    fields["state"] = result.failure == TokenFailure::permanent ? "needs_reauth" : "degraded";
+    log::event(log::Level::warn, "token refresh failed", fields);
+  }
+}
+
+}  // namespace gw

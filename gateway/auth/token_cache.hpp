@@ -1,0 +1,44 @@
+// The OAuth token lifecycle (SPEC section 6) behind the TokenProvider seam: tokens refreshed
+// ahead of expiry in the background, at most one refresh per connection in flight with every
+// waiter getting its result, a forced refresh when the vendor rejects a token, backoff with
+// jitter after transient failures and a cooldown after permanent ones.
+#pragma once
+#include <boost/asio/any_io_executor.hpp>
+
+#include <functional>
+#include <memory>
+
+#include "gateway/auth/token_provider.hpp"
+
+namespace gw {
+
+struct Runtime;
+
+enum class RefreshTrigger { ahead, rejected, forced, initial };
+
+class TokenCache final : public TokenProvider {
+ public:
+  using RuntimeSource = std::function<std::shared_ptr<const Runtime>()>;
+  explicit TokenCache(RuntimeSource runtime);
+
+  boost::asio::awaitable<CredentialResult> acquire(std::shared_ptr<Connection> c) override;
+  boost::asio::awaitable<CredentialResult> rejected(
+      std::shared_ptr<Connection> c, std::shared_ptr<const Credential> used) override;
+  // Waits for a refresh of `c` (joining one in flight, else starting one with `trigger`).
+  boost::asio::awaitable<CredentialResult> refresh_now(std::shared_ptr<Connection> c,
+                                                       RefreshTrigger trigger);
+  // Starts a background refresh unless one is running or backoff/cooldown forbids it.
+  void refresh_in_background(std::shared_ptr<Connection> c, RefreshTrigger trigger,
+                             boost::asio::any_io_executor executor);
+
+ private:
+  bool try_begin(Connection& c, bool force, std::string* why);
+  boost::asio::awaitable<void> run_refresh(std::shared_ptr<Connection> c, RefreshTrigger trigger);
+  CredentialResult unusable(const Connection& c) const;
+
+  RuntimeSource runtime_;
+};
+
+bool usable(const Credential* c, Clock::time_point now);
+
+}  // namespace gw
