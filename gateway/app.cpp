@@ -96,8 +96,24 @@ class Gateway {
     }
     log::set_level(log::parse_level(rt->config.log.level));
     shared_.runtime.store(rt);
-    auto cache = std::make_shared<TokenCache>([this] { return shared_.runtime.load(); });
+    std::shared_ptr<TokenStore> store;
+    try {
+      store = make_store(rt->config.store);
+      // The store wins over the config's bootstrap credentials: it holds the newer,
+      // possibly rotated, tokens.
+      for (const auto& [id, record] : store->load()) {
+        auto it = rt->routes->connections.find(id);
+        if (it != rt->routes->connections.end() && it->second->integration == record.integration)
+          restore_record(*it->second, record);
+      }
+    } catch (const StoreError& e) {
+      log::event(log::Level::error, "cannot open the token store", {{"error", e.what()}});
+      std::cerr << "gateway: " << e.what() << "\n";
+      return 1;
+    }
+    auto cache = std::make_shared<TokenCache>([this] { return shared_.runtime.load(); }, store);
     shared_.tokens = cache;
+    store_ = store;
 
     unsigned threads =
         rt->config.threads ? rt->config.threads : std::thread::hardware_concurrency();
@@ -276,6 +292,7 @@ class Gateway {
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
   std::unique_ptr<tcp::acceptor> admin_acceptor_;
   std::unique_ptr<AdminServer> admin_;
+  std::shared_ptr<TokenStore> store_;
   unsigned short listen_port_ = 0, admin_port_ = 0;
 };
 

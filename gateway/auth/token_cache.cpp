@@ -52,7 +52,64 @@ bool usable(const Credential* c, Clock::time_point now) {
   return c && (!c->access_token.empty() || !c->value.empty()) && c->expires_at > now;
 }
 
-TokenCache::TokenCache(RuntimeSource runtime) : runtime_(std::move(runtime)) {}
+TokenCache::TokenCache(RuntimeSource runtime, std::shared_ptr<TokenStore> store)
+    : runtime_(std::move(runtime)), store_(std::move(store)) {}
+
+namespace {
+
+std::int64_t to_ms(Clock::time_point t) {
+  if (t == Clock::time_point::max()) return 0;
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+Clock::time_point from_ms(std::int64_t ms) {
+  if (ms == 0) return Clock::time_point::max();
+  return Clock::time_point(
+      std::chrono::duration_cast<Clock::duration>(std::chrono::milliseconds(ms)));
+}
+
+}  // namespace
+
+TokenRecord make_record(const Connection& c, const Credential* cred) {
+  TokenRecord r;
+  r.id = c.id;
+  r.integration = c.integration;
+  r.grant = c.grant;
+  r.vars = c.vars;
+  if (cred) {
+    r.access_token = cred->access_token;
+    r.refresh_token = cred->refresh_token;
+    r.issued_at_ms = to_ms(cred->issued_at);
+    r.expires_at_ms = cred->expires_at == Clock::time_point::min() ? 1 : to_ms(cred->expires_at);
+    r.version = cred->version;
+  }
+  std::lock_guard lock(c.lifecycle->mutex);
+  r.state = state_name(c.lifecycle->state);
+  r.last_error = c.lifecycle->last_error;
+  return r;
+}
+
+void restore_record(Connection& c, const TokenRecord& r) {
+  std::string error;
+  auto cred = render_credential(c, r.access_token, &error);
+  if (cred) {
+    cred->refresh_token = r.refresh_token;
+    if (!r.refresh_token.empty()) cred->secrets.push_back(r.refresh_token);
+    cred->issued_at = from_ms(r.issued_at_ms);
+    cred->expires_at = r.access_token.empty() ? Clock::time_point::min() : from_ms(r.expires_at_ms);
+    cred->version = r.version;
+    c.publish(std::make_shared<const Credential>(std::move(*cred)));
+  }
+  std::lock_guard lock(c.lifecycle->mutex);
+  if (r.state == "needs_reauth") {
+    c.lifecycle->state = ConnectionState::needs_reauth;
+    c.lifecycle->needs_reauth = true;
+    c.lifecycle->last_error = r.last_error;
+  } else {
+    c.lifecycle->state = ConnectionState::ready;
+    c.lifecycle->needs_reauth = false;
+  }
+}
 
 namespace {
 
@@ -249,7 +306,13 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
       if (!cred->refresh_token.empty()) cred->secrets.push_back(cred->refresh_token);
       fresh = std::make_shared<const Credential>(std::move(*cred));
       // A rotated refresh token must be durable before the new access token is used.
-      // TODO(store): await the token store's save here once it exists.
+      auto record = make_record(*c, fresh.get());
+      record.state = "ready";
+      record.last_error.clear();
+      if (!store_->save(record))
+        log::event(log::Level::error,
+                   "token store write failed; the new token lives in memory only",
+                   {{"connection", c->id}});
       c->publish(fresh);
     }
   }
@@ -279,6 +342,7 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
     }
   }
   for (auto& wake : waiters) wake();
+  if (!fresh && result.failure == TokenFailure::permanent) store_->save(make_record(*c, old.get()));
 
   double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "gateway/auth/token_provider.hpp"
+#include "gateway/auth/token_store.hpp"
 
 namespace gw {
 
@@ -19,7 +20,7 @@ enum class RefreshTrigger { ahead, rejected, forced, initial };
 class TokenCache final : public TokenProvider {
  public:
   using RuntimeSource = std::function<std::shared_ptr<const Runtime>()>;
-  explicit TokenCache(RuntimeSource runtime);
+  TokenCache(RuntimeSource runtime, std::shared_ptr<TokenStore> store);
 
   boost::asio::awaitable<CredentialResult> acquire(std::shared_ptr<Connection> c) override;
   boost::asio::awaitable<CredentialResult> rejected(
@@ -37,7 +38,13 @@ class TokenCache final : public TokenProvider {
   CredentialResult unusable(const Connection& c) const;
 
   RuntimeSource runtime_;
+  std::shared_ptr<TokenStore> store_;
 };
+
+// The stored form of a connection's credential and state, and back.
+TokenRecord make_record(const Connection& c, const Credential* cred);
+// Publishes the stored token and state on `c` (the store wins over the config's bootstrap).
+void restore_record(Connection& c, const TokenRecord& record);
 
 bool usable(const Credential* c, Clock::time_point now);
 

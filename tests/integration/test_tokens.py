@@ -27,13 +27,15 @@ class Env:
     """One simulator and one gateway with one integration."""
 
     def __init__(self, vendor, policy, connection, sim_args=(), integration_extra=None,
-                 refresh=None, name=None, limits=None):
+                 refresh=None, name=None, limits=None, store=None):
         self.sim = Sim(vendor, CERT, KEY, "--client-id", "cid", *sim_args)
         cfg = base_config(CA_.cert, W.path)
         cfg["refresh"] = refresh or {"skew": "1s", "timeout": "3s",
                                      "backoff": {"initial": "1s", "max": "4s"},
                                      "failure_cooldown": "30s"}
         cfg["limits"] = limits or {"replay_body_bytes": "1MiB"}
+        if store:
+            cfg["store"] = store
         urls = {"upstream": self.sim.url, "token_url": self.sim.url + TOKEN_PATHS[policy]}
         if policy == "chip":
             urls["refresh_url"] = self.sim.url + "/oauth/refresh"
@@ -258,6 +260,68 @@ class TokenTest(unittest.TestCase):
             for _ in range(20):
                 env.gw.request("GET", "/api/v1/leads")
             self.assertLessEqual(env.sim.state()["token_requests"], 3)
+        finally:
+            env.close()
+
+    def test_file_store_survives_restarts_and_stays_sealed(self):
+        import base64
+        import stat
+        import subprocess
+        from harness import GATEWAY_BIN
+        rt = seed_refresh()
+        key = base64.b64encode(os.urandom(32)).decode()
+        path = os.path.join(W.path, "store-%s.db" % os.urandom(4).hex())
+        store = {"kind": "file", "path": path, "key": key}
+        env = Env("chime", "chime", {"id": "c", "grant": "refresh_token",
+                                     "credentials": {"refresh_token": rt}},
+                  ["--seed-refresh", rt, "--rotate-refresh"], store=store, name="filestore")
+        try:
+            env.wait_token()
+            self.assertEqual(env.gw.request("GET", "/api/v1/leads")[0], 200)
+            self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+            # Restart: the rotated refresh token comes from the store, not the stale seed
+            # in the config (which the simulator no longer accepts).
+            env.gw.stop()
+            env.sim.control("/_sim/revoke", {})
+            env.gw.lines.clear()
+            env.gw.start()
+            self.assertEqual(env.gw.request("GET", "/api/v1/leads")[0], 200)
+            st = env.sim.state()
+            self.assertEqual(st["invalid_grant"], 0)
+            with open(path, "rb") as f:
+                data = f.read()
+            for r in env.sim.requests():
+                for k, v in r["headers"]:
+                    if k == "Authorization":
+                        self.assertNotIn(v.split()[-1].encode(), data)
+            self.assertNotIn(rt.encode(), data)
+            # A wrong key stops the start (exit 1) and leaves the file as it was.
+            env.gw.stop()
+            wrong = dict(env.gw.config, store=dict(store, key=base64.b64encode(os.urandom(32)).decode()))
+            env.gw.write_config(wrong)
+            r = subprocess.run([GATEWAY_BIN, "--config", env.gw.config_path], capture_output=True,
+                               text=True, timeout=20)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("cannot decrypt the token store", r.stderr)
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), data)
+            # A previous key still opens it, and the records are sealed again with the new key.
+            rotated = dict(env.gw.config, store=dict(wrong["store"], previous_keys=[key]))
+            env.gw.write_config(rotated)
+            env.gw.start()
+            self.assertEqual(env.gw.request("GET", "/api/v1/leads")[0], 200)
+            env.gw.stop()
+            with open(path, "rb") as f:
+                self.assertNotEqual(f.read(), data)
+            # A damaged file stops the start and is not overwritten.
+            with open(path, "wb") as f:
+                f.write(b"{not json")
+            r = subprocess.run([GATEWAY_BIN, "--config", env.gw.config_path], capture_output=True,
+                               text=True, timeout=20)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("damaged", r.stderr)
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), b"{not json")
         finally:
             env.close()
 
