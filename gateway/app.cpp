@@ -101,10 +101,36 @@ class Gateway {
       store = make_store(rt->config.store);
       // The store wins over the config's bootstrap credentials: it holds the newer,
       // possibly rotated, tokens.
+      auto routes = rt->routes;
       for (const auto& [id, record] : store->load()) {
-        auto it = rt->routes->connections.find(id);
-        if (it != rt->routes->connections.end() && it->second->integration == record.integration)
+        auto it = routes->connections.find(id);
+        if (it != routes->connections.end() && it->second->integration == record.integration) {
           restore_record(*it->second, record);
+        } else if (it == routes->connections.end() && record.created_at_runtime) {
+          // Created by the admin API or onboarding: rebuilt from its record.
+          auto iit = routes->integrations.find(record.integration);
+          std::string key, error;
+          ConnectionConfig cc{id, record.integration, record.vars, {}, record.grant, ""};
+          auto conn = iit == routes->integrations.end()
+                          ? nullptr
+                          : make_connection(cc, *iit->second, &key, &error);
+          if (!conn) {
+            log::event(log::Level::warn,
+                       "stored connection no longer fits the config; kept in "
+                       "the store, not served",
+                       {{"connection", id}, {"integration", record.integration}});
+            continue;
+          }
+          conn->created_at_runtime = true;
+          restore_record(*conn, record);
+          routes = with_connection(*routes, conn);
+        }
+      }
+      if (routes != rt->routes) {
+        auto updated = std::make_shared<Runtime>(*rt);
+        updated->routes = routes;
+        rt = updated;
+        shared_.runtime.store(rt);
       }
     } catch (const StoreError& e) {
       log::event(log::Level::error, "cannot open the token store", {{"error", e.what()}});
@@ -128,7 +154,8 @@ class Gateway {
       return 1;
     }
 
-    admin_ = std::make_unique<AdminServer>(workers_[0]->ioc, shared_, admin_acceptor_);
+    admin_ = std::make_unique<AdminServer>(workers_[0]->ioc, AdminContext{shared_, cache, store},
+                                           admin_acceptor_);
     admin_->start();
     for (std::size_t i = 0; i < workers_.size(); ++i)
       asio::co_spawn(workers_[i]->ioc, accept_loop(*acceptors_[i], *workers_[i]), asio::detached);

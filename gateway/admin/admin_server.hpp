@@ -1,30 +1,71 @@
-// The admin listener (SPEC section 7): health and readiness now; metrics and the admin API
-// are served from here too.
+// The admin listener (SPEC section 7): health and readiness, the connections API behind a
+// Bearer token, and OAuth onboarding (start URL, vendor consent, callback). It runs on one
+// event loop, so its own state (onboarding tickets) needs no lock.
 #pragma once
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
 
+#include <chrono>
+#include <functional>
+#include <map>
 #include <memory>
 
+#include "gateway/auth/token_cache.hpp"
+#include "gateway/auth/token_store.hpp"
 #include "gateway/proxy/proxy.hpp"
 
 namespace gw {
 
+using AdminRequest = boost::beast::http::request<boost::beast::http::string_body>;
+using AdminResponse = boost::beast::http::response<boost::beast::http::string_body>;
+
+struct AdminContext {
+  ProxyShared& shared;
+  std::shared_ptr<TokenCache> cache;
+  std::shared_ptr<TokenStore> store;
+};
+
 class AdminServer {
  public:
-  AdminServer(boost::asio::io_context& ioc, ProxyShared& shared,
+  AdminServer(boost::asio::io_context& ioc, AdminContext context,
               std::unique_ptr<boost::asio::ip::tcp::acceptor>& acceptor);
   void start();
   void stop();
 
  private:
+  struct Ticket {
+    std::string connection_id, integration;
+    StringMap vars;
+    std::string state;    // sent to vendors that echo it
+    std::string binding;  // the browser cookie, for vendors that do not (Chime)
+    std::chrono::steady_clock::time_point expires;
+    bool started = false, used = false;
+  };
+
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket);
+  boost::asio::awaitable<AdminResponse> dispatch(const AdminRequest& req);
+  boost::asio::awaitable<AdminResponse> connections_api(const AdminRequest& req,
+                                                        const std::string& path);
+  boost::asio::awaitable<AdminResponse> put_connection(const AdminRequest& req,
+                                                       const std::string& id);
+  boost::asio::awaitable<AdminResponse> delete_connection(const std::string& id);
+  AdminResponse authorize(const AdminRequest& req, const std::string& id);
+  AdminResponse oauth_start(const AdminRequest& req, const std::string& ticket);
+  boost::asio::awaitable<AdminResponse> oauth_callback(const AdminRequest& req);
+  void publish_routes(std::shared_ptr<const Routes> routes);
+  bool authorized(const AdminRequest& req) const;
 
   boost::asio::io_context& ioc_;
-  ProxyShared& shared_;
+  AdminContext ctx_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor>& acceptor_;
+  std::map<std::string, Ticket> tickets_;  // by ticket id
 };
+
+// The JSON view of a connection for the admin API: never a secret.
+std::string connection_json(const Connection& c);
 
 }  // namespace gw

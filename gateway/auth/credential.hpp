@@ -72,6 +72,7 @@ class Connection {
   std::shared_ptr<const Policy> policy;
   std::string client_id, client_secret;
   std::shared_ptr<Lifecycle> lifecycle = std::make_shared<Lifecycle>();
+  bool created_at_runtime = false;  // by the admin API or onboarding, not the config
 
   std::shared_ptr<const Credential> current() const { return credential_.load(); }
   void publish(std::shared_ptr<const Credential> c) { credential_.store(std::move(c)); }

@@ -76,6 +76,7 @@ TokenRecord make_record(const Connection& c, const Credential* cred) {
   r.integration = c.integration;
   r.grant = c.grant;
   r.vars = c.vars;
+  r.created_at_runtime = c.created_at_runtime;
   if (cred) {
     r.access_token = cred->access_token;
     r.refresh_token = cred->refresh_token;
@@ -190,7 +191,17 @@ asio::awaitable<CredentialResult> TokenCache::refresh_now(std::shared_ptr<Connec
   if (start) asio::co_spawn(executor, run_refresh(c, trigger), asio::detached);
   co_await timer->async_wait(nothrow);
   auto cred = c->current();
-  if (usable(cred.get(), Clock::now())) co_return CredentialResult{cred, {}};
+  bool failed = false;
+  {
+    std::lock_guard lock(c->lifecycle->mutex);
+    failed = c->lifecycle->state == ConnectionState::needs_reauth ||
+             c->lifecycle->state == ConnectionState::degraded;
+  }
+  // A forced or rejection-driven refresh that failed has no result, even if the old
+  // token has not expired yet.
+  bool must_be_new = trigger == RefreshTrigger::forced || trigger == RefreshTrigger::rejected;
+  if (usable(cred.get(), Clock::now()) && !(failed && must_be_new))
+    co_return CredentialResult{cred, {}};
   co_return unusable(*c);
 }
 

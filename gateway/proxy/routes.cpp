@@ -65,8 +65,6 @@ std::string prepare_connection(Connection& c, const Integration& integration,
   return parse_upstream(url, c.upstream);
 }
 
-namespace {
-
 // What each grant needs from the connection's credentials before it can obtain a token.
 std::string check_grant(const ConnectionConfig& cc, const Policy& p) {
   const auto& cr = cc.credentials;
@@ -95,7 +93,91 @@ std::string check_grant(const ConnectionConfig& cc, const Policy& p) {
   return "";
 }
 
-}  // namespace
+std::shared_ptr<Connection> make_connection(const ConnectionConfig& cc, const Integration& integ,
+                                            std::string* key, std::string* error) {
+  if (auto err = check_grant(cc, *integ.policy); !err.empty()) {
+    *key = "grant";
+    *error = err;
+    return nullptr;
+  }
+  auto conn = std::make_shared<Connection>();
+  conn->id = cc.id;
+  conn->integration = cc.integration;
+  conn->grant = cc.grant;
+  conn->credentials = cc.credentials;
+  if (auto err = prepare_connection(*conn, integ, cc.vars); !err.empty()) {
+    *key = "vars";
+    *error = err;
+    return nullptr;
+  }
+  if (cc.grant != "static") {
+    // A bootstrap access token (with its expires_in) serves until it needs refreshing;
+    // otherwise the first token is obtained at start, or by onboarding.
+    auto at = cc.credentials.find("access_token");
+    auto rt = cc.credentials.find("refresh_token");
+    if (at != cc.credentials.end() || rt != cc.credentials.end()) {
+      std::string ignored;
+      auto cred = render_credential(*conn, at == cc.credentials.end() ? "" : at->second, &ignored);
+      if (cred) {
+        cred->version = 0;
+        cred->issued_at = Clock::now();
+        cred->refresh_token = rt == cc.credentials.end() ? "" : rt->second;
+        if (cred->refresh_token.size()) cred->secrets.push_back(cred->refresh_token);
+        auto ei = cc.credentials.find("expires_in");
+        if (at == cc.credentials.end())
+          cred->expires_at = Clock::time_point::min();
+        else if (ei != cc.credentials.end())
+          cred->expires_at = cred->issued_at + std::chrono::seconds(std::atoll(ei->second.c_str()));
+        conn->publish(std::make_shared<const Credential>(std::move(*cred)));
+      }
+    } else if (cc.grant == "authorization_code") {
+      conn->lifecycle->state = ConnectionState::pending_authorization;
+    }
+  }
+  if (cc.grant == "static") {
+    auto token = cc.credentials.count("access_token") ? cc.credentials.at("access_token") : "";
+    auto cred = render_credential(*conn, token, error);
+    if (!cred) {
+      *key = "credentials";
+      return nullptr;
+    }
+    cred->version = 1;
+    cred->issued_at = Clock::now();
+    conn->publish(std::make_shared<const Credential>(std::move(*cred)));
+  }
+  return conn;
+}
+
+std::shared_ptr<const Routes> with_connection(const Routes& routes,
+                                              std::shared_ptr<Connection> conn) {
+  auto out = std::make_shared<Routes>(routes);
+  auto removed = without_connection(*out, conn->id);
+  out = std::make_shared<Routes>(*removed);
+  auto it = out->integrations.find(conn->integration);
+  if (it == out->integrations.end()) return out;
+  auto integ = std::make_shared<Integration>(*it->second);
+  integ->connections.push_back(conn);
+  if (integ->config.default_connection == conn->id) integ->default_connection = conn;
+  it->second = integ;
+  out->connections[conn->id] = conn;
+  return out;
+}
+
+std::shared_ptr<const Routes> without_connection(const Routes& routes, const std::string& id) {
+  auto out = std::make_shared<Routes>(routes);
+  auto cit = out->connections.find(id);
+  if (cit == out->connections.end()) return out;
+  auto it = out->integrations.find(cit->second->integration);
+  if (it != out->integrations.end()) {
+    auto integ = std::make_shared<Integration>(*it->second);
+    std::erase_if(integ->connections, [&](const auto& c) { return c->id == id; });
+    if (integ->default_connection && integ->default_connection->id == id)
+      integ->default_connection.reset();
+    it->second = integ;
+  }
+  out->connections.erase(cit);
+  return out;
+}
 
 std::shared_ptr<const Routes> build_routes(const Config& config, PolicyMap policies) {
   Problems problems;
@@ -139,55 +221,11 @@ std::shared_ptr<const Routes> build_routes(const Config& config, PolicyMap polic
       continue;
     }
     auto& integ = *iit->second;
-    if (auto err = check_grant(cc, *integ.policy); !err.empty()) {
-      report(config.locate(k + ".grant"), k + ".grant", err);
+    std::string key, error;
+    auto conn = make_connection(cc, integ, &key, &error);
+    if (!conn) {
+      report(config.locate(k + "." + key), k + "." + key, error);
       continue;
-    }
-    auto conn = std::make_shared<Connection>();
-    conn->id = cc.id;
-    conn->integration = cc.integration;
-    conn->grant = cc.grant;
-    conn->credentials = cc.credentials;
-    if (auto err = prepare_connection(*conn, integ, cc.vars); !err.empty()) {
-      report(config.locate(k + ".vars"), k + ".vars", err);
-      continue;
-    }
-    if (cc.grant != "static") {
-      // A bootstrap access token (with its expires_in) serves until it needs refreshing;
-      // otherwise the first token is obtained at start, or by onboarding.
-      auto at = cc.credentials.find("access_token");
-      auto rt = cc.credentials.find("refresh_token");
-      if (at != cc.credentials.end() || rt != cc.credentials.end()) {
-        std::string error;
-        auto cred = render_credential(*conn, at == cc.credentials.end() ? "" : at->second, &error);
-        if (cred) {
-          cred->version = 0;
-          cred->issued_at = Clock::now();
-          cred->refresh_token = rt == cc.credentials.end() ? "" : rt->second;
-          if (cred->refresh_token.size()) cred->secrets.push_back(cred->refresh_token);
-          auto ei = cc.credentials.find("expires_in");
-          if (at == cc.credentials.end())
-            cred->expires_at = Clock::time_point::min();
-          else if (ei != cc.credentials.end())
-            cred->expires_at =
-                cred->issued_at + std::chrono::seconds(std::atoll(ei->second.c_str()));
-          conn->publish(std::make_shared<const Credential>(std::move(*cred)));
-        }
-      } else if (cc.grant == "authorization_code") {
-        conn->lifecycle->state = ConnectionState::pending_authorization;
-      }
-    }
-    if (cc.grant == "static") {
-      std::string error;
-      auto token = cc.credentials.count("access_token") ? cc.credentials.at("access_token") : "";
-      auto cred = render_credential(*conn, token, &error);
-      if (!cred) {
-        report(config.locate(k + ".credentials"), k + ".credentials", error);
-        continue;
-      }
-      cred->version = 1;
-      cred->issued_at = Clock::now();
-      conn->publish(std::make_shared<const Credential>(std::move(*cred)));
     }
     integ.connections.push_back(conn);
     routes->connections[cc.id] = conn;

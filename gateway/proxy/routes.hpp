@@ -35,6 +35,18 @@ std::shared_ptr<const Routes> build_routes(const Config& config, PolicyMap polic
 std::string prepare_connection(Connection& c, const Integration& integration,
                                const StringMap& connection_vars);
 
+// What `grant` needs from the connection's credentials; "" when they suffice.
+std::string check_grant(const ConnectionConfig& cc, const Policy& p);
+
+// Builds one connection (vars checked, upstream rendered, bootstrap credential published).
+// Null with `key` ("grant", "vars", "credentials") and `error` set when it cannot.
+std::shared_ptr<Connection> make_connection(const ConnectionConfig& cc, const Integration& integ,
+                                            std::string* key, std::string* error);
+
+// Copies of `routes` with a connection added (or replaced) and removed.
+std::shared_ptr<const Routes> with_connection(const Routes& routes, std::shared_ptr<Connection> c);
+std::shared_ptr<const Routes> without_connection(const Routes& routes, const std::string& id);
+
 // Parses an https URL into host, port, Host header and base path. "" or an error text.
 std::string parse_upstream(const std::string& url, UpstreamTarget& out);
 

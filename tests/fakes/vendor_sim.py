@@ -257,7 +257,7 @@ class Handler(BaseHTTPRequestHandler):
             cfg = json.loads(body or b"{}")
             with st.lock:
                 for key in ("token_lifetime", "rotate_refresh", "omit_expires_in", "fail_token",
-                            "delay_ms", "token_delay_ms"):
+                            "delay_ms", "token_delay_ms", "redirect_uri"):
                     if key in cfg:
                         setattr(st, key, cfg[key])
             return self.send_json(200, {"ok": True})

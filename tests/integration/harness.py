@@ -46,14 +46,15 @@ class CA:
              "-nodes", "-keyout", self.key, "-out", self.cert, "-days", "2",
              "-subj", "/CN=" + name])
 
-    def issue(self, name, sans):
-        """A server certificate for `sans` (e.g. 'IP:127.0.0.1,DNS:localhost')."""
+    def issue(self, name, sans, usage="serverAuth"):
+        """A certificate for `sans` (e.g. 'IP:127.0.0.1,DNS:localhost'); `usage` is its
+        extended key usage (serverAuth, or clientAuth for a caller's certificate)."""
         key = os.path.join(self.dir, name + ".key")
         csr = os.path.join(self.dir, name + ".csr")
         cert = os.path.join(self.dir, name + ".pem")
         ext = os.path.join(self.dir, name + ".ext")
         with open(ext, "w") as f:
-            f.write("subjectAltName=" + sans + "\nextendedKeyUsage=serverAuth\n")
+            f.write("subjectAltName=" + sans + "\nextendedKeyUsage=" + usage + "\n")
         run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
              "-keyout", key, "-out", csr, "-subj", "/CN=" + name])
         run(["openssl", "x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,

@@ -471,7 +471,7 @@ class ProxyTest(unittest.TestCase):
         import ssl
         gw_cert, gw_key = CA_.issue("gateway", "IP:127.0.0.1")
         client_ca = CA(W.path, "Client CA")
-        client_cert, client_key = client_ca.issue("caller", "DNS:caller")
+        client_cert, client_key = client_ca.issue("caller", "DNS:caller", usage="clientAuth")
         cfg = {k: v for k, v in self.gw.config.items()}
         cfg["listen"] = {"address": "127.0.0.1", "port": 0,
                          "tls": {"cert_file": gw_cert, "key_file": gw_key,
