@@ -4,6 +4,7 @@ import atexit
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -277,12 +278,38 @@ def scan_for_secrets(paths, extra=()):
     return found
 
 
+# Tokens, refresh tokens and codes the simulators mint (tests/fakes/vendor_sim.py).
+MINTED = re.compile(rb"(at|rt|code)-[0-9a-f]{24,32}")
+
+
+def scan_tree(root):
+    """Everything the gateway wrote under `root` (its logs and token stores): returns
+    (path, what) for each secret the tests used and each token a simulator minted."""
+    found = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if not (name.endswith(".log") or name.endswith(".db")):
+                continue
+            path = os.path.join(dirpath, name)
+            found += scan_for_secrets([path])
+            with open(path, "rb") as f:
+                for m in MINTED.finditer(f.read()):
+                    found.append((path, m.group(0).decode()))
+    return found
+
+
 class Workdir:
+    """A temporary folder for one test module. On exit, everything the gateway captured
+    there is checked for secrets; any found fails the module (exit status 1)."""
+
     def __init__(self):
         self.path = tempfile.mkdtemp(prefix="gwtest-")
         atexit.register(self.cleanup)
 
     def cleanup(self):
-        if os.environ.get("GATEWAY_KEEP_TEST_FILES"):
-            return
-        shutil.rmtree(self.path, ignore_errors=True)
+        leaks = scan_tree(self.path)
+        if not os.environ.get("GATEWAY_KEEP_TEST_FILES"):
+            shutil.rmtree(self.path, ignore_errors=True)
+        if leaks:
+            sys.stderr.write("SECRETS FOUND in what the gateway wrote: %r\n" % leaks[:10])
+            os._exit(1)
