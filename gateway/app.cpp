@@ -15,6 +15,7 @@
 #include "gateway/admin/admin_server.hpp"
 #include "gateway/auth/token_cache.hpp"
 #include "gateway/observability/log.hpp"
+#include "gateway/observability/metrics.hpp"
 #include "gateway/proxy/proxy.hpp"
 
 namespace gw {
@@ -273,16 +274,21 @@ class Gateway {
 
   void reload() {
     try {
-      auto rt = load_runtime(file_);
+      auto loaded = load_runtime(file_);
+      auto rt = std::make_shared<Runtime>(*loaded);
+      rt->routes = carry_over(*shared_.runtime.load()->routes, rt->routes);
       log::set_level(log::parse_level(rt->config.log.level));
       shared_.runtime.store(rt);
+      metrics::config_reload(true);
       log::event(log::Level::info, "config reloaded",
                  {{"integrations", rt->routes->integrations.size()},
                   {"connections", rt->routes->connections.size()}});
     } catch (const ConfigError& e) {
+      metrics::config_reload(false);
       log::event(log::Level::error, "config reload refused; the old config keeps serving",
                  {{"problems", e.problems()}});
     } catch (const std::exception& e) {
+      metrics::config_reload(false);
       log::event(log::Level::error, "config reload refused; the old config keeps serving",
                  {{"problems", {e.what()}}});
     }

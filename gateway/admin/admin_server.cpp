@@ -18,6 +18,7 @@
 #include "gateway/auth/crypto.hpp"
 #include "gateway/auth/oauth.hpp"
 #include "gateway/observability/log.hpp"
+#include "gateway/observability/metrics.hpp"
 
 namespace gw {
 
@@ -227,6 +228,24 @@ asio::awaitable<AdminResponse> AdminServer::dispatch(const AdminRequest& req) {
     if (reasons.empty()) co_return json_response(http::status::ok, {{"status", "ready"}});
     co_return json_response(http::status::service_unavailable,
                             {{"status", "not ready"}, {"reasons", reasons}});
+  }
+  if (req.method() == http::verb::get && path == "/metrics") {
+    metrics::Snapshot snap;
+    snap.inflight = static_cast<double>(ctx_.shared.inflight.load());
+    snap.downstream_connections = static_cast<double>(ctx_.shared.downstream_connections.load());
+    snap.upstream_idle = static_cast<double>(ctx_.shared.upstream.idle.load());
+    snap.upstream_busy = static_cast<double>(ctx_.shared.upstream.busy.load());
+    std::map<std::pair<std::string, std::string>, double> states;
+    for (const auto& [id, c] : ctx_.shared.runtime.load()->routes->connections) {
+      std::lock_guard lock(c->lifecycle->mutex);
+      auto state = c->lifecycle->refreshing ? "refreshing" : state_name(c->lifecycle->state);
+      states[{c->integration, state}] += 1;
+    }
+    for (const auto& [key, n] : states) snap.connections.emplace_back(key.first, key.second, n);
+    AdminResponse res{http::status::ok, 11};
+    res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    res.body() = metrics::render(snap);
+    co_return res;
   }
   if (path.rfind("/admin/", 0) == 0) {
     if (ctx_.shared.runtime.load()->config.admin.token.empty())

@@ -13,6 +13,7 @@
 
 #include "gateway/auth/oauth.hpp"
 #include "gateway/observability/log.hpp"
+#include "gateway/observability/metrics.hpp"
 #include "gateway/proxy/proxy.hpp"
 
 namespace gw {
@@ -320,7 +321,9 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
       auto record = make_record(*c, fresh.get());
       record.state = "ready";
       record.last_error.clear();
-      if (!store_->save(record))
+      bool saved = store_->save(record);
+      metrics::store_operation("save", saved);
+      if (!saved)
         log::event(log::Level::error,
                    "token store write failed; the new token lives in memory only",
                    {{"connection", c->id}});
@@ -362,6 +365,9 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
                            {"trigger", trigger_name(trigger)},
                            {"grant", grant},
                            {"duration_ms", std::round(ms)}};
+  metrics::token_refresh(
+      c->integration, trigger_name(trigger),
+      fresh ? "ok" : (result.error == "invalid_grant" ? "invalid_grant" : "error"), ms / 1000);
   if (fresh) {
     fields["result"] = "ok";
     if (fresh->expires_at != Clock::time_point::max())

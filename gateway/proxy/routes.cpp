@@ -179,6 +179,52 @@ std::shared_ptr<const Routes> without_connection(const Routes& routes, const std
   return out;
 }
 
+namespace {
+
+// Moves `from`'s token onto `to`, rendered for `to`'s (possibly reloaded) policy.
+void move_token(const Connection& from, Connection& to) {
+  to.lifecycle = from.lifecycle;
+  auto cred = from.current();
+  if (!cred) return;
+  std::string error;
+  auto fresh = render_credential(to, cred->access_token, &error);
+  if (!fresh) return;
+  fresh->refresh_token = cred->refresh_token;
+  if (!fresh->refresh_token.empty()) fresh->secrets.push_back(fresh->refresh_token);
+  fresh->issued_at = cred->issued_at;
+  fresh->expires_at = cred->expires_at;
+  fresh->version = cred->version;
+  to.publish(std::make_shared<const Credential>(std::move(*fresh)));
+}
+
+}  // namespace
+
+std::shared_ptr<const Routes> carry_over(const Routes& old, std::shared_ptr<const Routes> fresh) {
+  auto out = fresh;
+  for (const auto& [id, nc] : fresh->connections) {
+    auto it = old.connections.find(id);
+    if (it == old.connections.end() || nc->grant == "static") continue;
+    const auto& oc = *it->second;
+    if (oc.integration == nc->integration && oc.vars == nc->vars && oc.grant == nc->grant)
+      move_token(oc, *nc);
+  }
+  for (const auto& [id, oc] : old.connections) {
+    if (!oc->created_at_runtime || out->connections.count(id)) continue;
+    auto iit = out->integrations.find(oc->integration);
+    if (iit == out->integrations.end()) continue;
+    ConnectionConfig cc{id, oc->integration, {}, oc->credentials, oc->grant, ""};
+    for (const auto& [k, v] : oc->vars)
+      if (!iit->second->config.vars.count(k)) cc.vars[k] = v;
+    std::string key, error;
+    auto nc = make_connection(cc, *iit->second, &key, &error);
+    if (!nc) continue;
+    nc->created_at_runtime = true;
+    move_token(*oc, *nc);
+    out = with_connection(*out, nc);
+  }
+  return out;
+}
+
 std::shared_ptr<const Routes> build_routes(const Config& config, PolicyMap policies) {
   Problems problems;
   auto routes = std::make_shared<Routes>();

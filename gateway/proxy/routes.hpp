@@ -47,6 +47,10 @@ std::shared_ptr<Connection> make_connection(const ConnectionConfig& cc, const In
 std::shared_ptr<const Routes> with_connection(const Routes& routes, std::shared_ptr<Connection> c);
 std::shared_ptr<const Routes> without_connection(const Routes& routes, const std::string& id);
 
+// After a reload: connections that are still the same account (id, integration, vars,
+// grant) keep their tokens and refresh state; connections created at run time are kept.
+std::shared_ptr<const Routes> carry_over(const Routes& old, std::shared_ptr<const Routes> fresh);
+
 // Parses an https URL into host, port, Host header and base path. "" or an error text.
 std::string parse_upstream(const std::string& url, UpstreamTarget& out);
 

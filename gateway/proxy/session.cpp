@@ -15,6 +15,7 @@
 #include <random>
 
 #include "gateway/observability/log.hpp"
+#include "gateway/observability/metrics.hpp"
 #include "gateway/proxy/errors.hpp"
 #include "gateway/proxy/proxy.hpp"
 #include "gateway/proxy/request_rules.hpp"
@@ -173,6 +174,8 @@ class Session {
   }
 
   void write_access_log(const Exchange& ex) {
+    metrics::request_done(ex.integration.empty() ? "none" : ex.integration, ex.method, ex.status,
+                          ms_since(ex.start) / 1000);
     if (!runtime_->config.log.access_log) return;
     log::access({{"request_id", ex.request_id},
                  {"integration", ex.integration},
@@ -489,8 +492,10 @@ class Session {
       } while (rp->get().result_int() / 100 == 1 && rp->get().result_int() != 101);
       ex.upstream_ms += ms_since(up_start);
       ex.upstream_status = rp->get().result_int();
+      metrics::upstream_done(ex.integration, ms_since(up_start) / 1000);
+      bool token_rejected = policy.reauth_on.count(ex.upstream_status) > 0;
 
-      if (attempt == 0 && policy.reauth_on.count(ex.upstream_status)) {
+      if (attempt == 0 && token_rejected) {
         bool can_replay = replayable_method && (!body.present || body.complete_copy);
         if (can_replay) {
           auto renewed = co_await worker_.shared.tokens->rejected(conn, cred);
@@ -501,10 +506,15 @@ class Session {
             ex.retried = true;
             continue;
           }
+          metrics::auth_retry(ex.integration, metrics::RetryResult::refresh_failed);
         } else {
           // Not replayable: the caller gets the vendor's answer; the token is renewed anyway.
+          metrics::auth_retry(ex.integration, metrics::RetryResult::not_replayable);
           asio::co_spawn(worker_.ioc, worker_.shared.tokens->rejected(conn, cred), asio::detached);
         }
+      } else if (attempt == 1) {
+        metrics::auth_retry(ex.integration, token_rejected ? metrics::RetryResult::rejected_again
+                                                           : metrics::RetryResult::replayed);
       }
       co_return co_await relay_response(*rp, std::move(up), ex, *cred, keep_alive, req.method());
     }

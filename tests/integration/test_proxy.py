@@ -456,7 +456,10 @@ class ProxyTest(unittest.TestCase):
                 c.request("GET", "/chime/v1/held")
                 self.assertEqual(c.getresponse().read() and 200, 200)
             # A third connection is accepted and closed at once, without an answer.
-            out = gw.raw(b"GET /chime/v1/third HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                out = gw.raw(b"GET /chime/v1/third HTTP/1.1\r\nHost: x\r\n\r\n")
+            except ConnectionResetError:  # closed before or after our bytes arrived
+                out = b""
             self.assertEqual(out, b"")
             for c in held:  # the existing ones keep working
                 c.request("GET", "/chime/v1/again")

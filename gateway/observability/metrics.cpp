@@ -1,0 +1,192 @@
+#include "gateway/observability/metrics.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <mutex>
+#include <tuple>
+#include <unordered_map>
+
+namespace gw::metrics {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+const prometheus::Histogram::BucketBoundaries kLatency{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                       0.25,  0.5,    1,     2.5,  5,     10,   30};
+
+struct Registry {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  prometheus::Family<prometheus::Counter>& requests =
+      BuildCounter()
+          .Name("gateway_requests_total")
+          .Help("Requests answered, by integration, method and status code")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& request_duration =
+      BuildHistogram()
+          .Name("gateway_request_duration_seconds")
+          .Help("Time from request head to the end of the answer")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& upstream_duration =
+      BuildHistogram()
+          .Name("gateway_upstream_duration_seconds")
+          .Help("Time from sending upstream to the vendor's response head")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& auth_retries =
+      BuildCounter()
+          .Name("gateway_auth_retries_total")
+          .Help("Vendor token rejections and what followed")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& refreshes =
+      BuildCounter()
+          .Name("gateway_token_refreshes_total")
+          .Help("Token requests, by trigger and result")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& refresh_duration =
+      BuildHistogram()
+          .Name("gateway_token_refresh_duration_seconds")
+          .Help("Token endpoint round trips")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& connections =
+      BuildGauge()
+          .Name("gateway_connections")
+          .Help("Vendor connections, by integration and state")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& inflight = BuildGauge()
+                                                        .Name("gateway_inflight_requests")
+                                                        .Help("Requests being served")
+                                                        .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& downstream = BuildGauge()
+                                                          .Name("gateway_downstream_connections")
+                                                          .Help("Open caller connections")
+                                                          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& upstream = BuildGauge()
+                                                        .Name("gateway_upstream_connections")
+                                                        .Help("Vendor connections, idle or busy")
+                                                        .Register(*registry);
+  prometheus::Family<prometheus::Counter>& store_ops = BuildCounter()
+                                                           .Name("gateway_store_operations_total")
+                                                           .Help("Token store operations")
+                                                           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& reloads = BuildCounter()
+                                                         .Name("gateway_config_reloads_total")
+                                                         .Help("Configuration reloads")
+                                                         .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& build_info = BuildGauge()
+                                                          .Name("gateway_build_info")
+                                                          .Help("Always 1; the version as a label")
+                                                          .Register(*registry);
+
+  Registry() {
+    build_info.Add({{"version", GATEWAY_VERSION}}).Set(1);
+    for (const char* op : {"load", "save", "remove"})
+      for (const char* result : {"ok", "error"}) store_ops.Add({{"op", op}, {"result", result}});
+    for (const char* result : {"ok", "error"}) reloads.Add({{"result", result}});
+  }
+};
+
+Registry& reg() {
+  static Registry r;
+  return r;
+}
+
+// prometheus-cpp's Family::Add locks and hashes the labels; the request path instead keeps
+// a per-thread cache of the series it has used.
+template <typename Metric, typename... Args>
+Metric& cached(prometheus::Family<Metric>& family, const std::string& key,
+               const prometheus::Labels& labels, Args&&... args) {
+  thread_local std::unordered_map<const void*, std::unordered_map<std::string, Metric*>> cache;
+  auto& per_family = cache[&family];
+  auto it = per_family.find(key);
+  if (it != per_family.end()) return *it->second;
+  Metric& m = family.Add(labels, std::forward<Args>(args)...);
+  per_family.emplace(key, &m);
+  return m;
+}
+
+const char* retry_name(RetryResult r) {
+  switch (r) {
+    case RetryResult::replayed:
+      return "replayed";
+    case RetryResult::rejected_again:
+      return "rejected_again";
+    case RetryResult::not_replayable:
+      return "not_replayable";
+    case RetryResult::refresh_failed:
+      return "refresh_failed";
+  }
+  return "replayed";
+}
+
+}  // namespace
+
+void request_done(const std::string& integration, std::string_view method, unsigned code,
+                  double seconds) {
+  auto& r = reg();
+  std::string m(method), c = std::to_string(code);
+  cached(r.requests, integration + '\n' + m + '\n' + c,
+         {{"integration", integration}, {"method", m}, {"code", c}})
+      .Increment();
+  cached(r.request_duration, integration, {{"integration", integration}}, kLatency)
+      .Observe(seconds);
+}
+
+void upstream_done(const std::string& integration, double seconds) {
+  cached(reg().upstream_duration, integration, {{"integration", integration}}, kLatency)
+      .Observe(seconds);
+}
+
+void auth_retry(const std::string& integration, RetryResult result) {
+  std::string res = retry_name(result);
+  cached(reg().auth_retries, integration + '\n' + res,
+         {{"integration", integration}, {"result", res}})
+      .Increment();
+}
+
+void token_refresh(const std::string& integration, std::string_view trigger,
+                   std::string_view result, double seconds) {
+  auto& r = reg();
+  r.refreshes
+      .Add({{"integration", integration},
+            {"trigger", std::string(trigger)},
+            {"result", std::string(result)}})
+      .Increment();
+  r.refresh_duration.Add({{"integration", integration}}, kLatency).Observe(seconds);
+}
+
+void store_operation(std::string_view op, bool ok) {
+  reg().store_ops.Add({{"op", std::string(op)}, {"result", ok ? "ok" : "error"}}).Increment();
+}
+
+void config_reload(bool ok) {
+  reg().reloads.Add({{"result", ok ? "ok" : "error"}}).Increment();
+}
+
+std::string render(const Snapshot& s) {
+  auto& r = reg();
+  r.inflight.Add({}).Set(s.inflight);
+  r.downstream.Add({}).Set(s.downstream_connections);
+  r.upstream.Add({{"state", "idle"}}).Set(s.upstream_idle);
+  r.upstream.Add({{"state", "busy"}}).Set(s.upstream_busy);
+  // Connection gauges are rebuilt each scrape so removed integrations disappear.
+  static std::mutex mutex;
+  static std::vector<prometheus::Gauge*> previous;
+  {
+    std::lock_guard lock(mutex);
+    for (auto* g : previous) r.connections.Remove(g);
+    previous.clear();
+    for (const auto& [integration, state, n] : s.connections) {
+      auto& g = r.connections.Add({{"integration", integration}, {"state", state}});
+      g.Set(n);
+      previous.push_back(&g);
+    }
+    return prometheus::TextSerializer().Serialize(r.registry->Collect());
+  }
+}
+
+}  // namespace gw::metrics

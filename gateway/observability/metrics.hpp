@@ -1,0 +1,33 @@
+// The gateway's metrics (SPEC section 8), declared in one place behind a small facade so
+// prometheus-cpp stays out of every other header. Label values are integration names,
+// methods, status codes and fixed words: never a connection id, token or path.
+#pragma once
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+namespace gw::metrics {
+
+enum class RetryResult { replayed, rejected_again, not_replayable, refresh_failed };
+
+void request_done(const std::string& integration, std::string_view method, unsigned code,
+                  double seconds);
+void upstream_done(const std::string& integration, double seconds);
+void auth_retry(const std::string& integration, RetryResult result);
+// trigger: ahead | rejected | forced | initial; result: ok | invalid_grant | error
+void token_refresh(const std::string& integration, std::string_view trigger,
+                   std::string_view result, double seconds);
+void store_operation(std::string_view op, bool ok);
+void config_reload(bool ok);
+
+// Point-in-time values, set just before each scrape.
+struct Snapshot {
+  double inflight = 0, downstream_connections = 0, upstream_idle = 0, upstream_busy = 0;
+  // (integration, state) -> count
+  std::vector<std::tuple<std::string, std::string, double>> connections;
+};
+// The Prometheus text exposition of every metric.
+std::string render(const Snapshot& snapshot);
+
+}  // namespace gw::metrics

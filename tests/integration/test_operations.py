@@ -1,0 +1,242 @@
+"""Operating the gateway (SPEC sections 2, 7, 8, 9): a real Prometheus scraping /metrics,
+live reload on SIGHUP, graceful drain on SIGTERM, and the JSON log lines."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import unittest
+import urllib.parse
+import urllib.request
+
+from harness import CA, Gateway, Sim, Workdir, base_config, secret
+
+W = Workdir()
+CA_ = CA(W.path)
+CERT, KEY = CA_.issue("sim", "IP:127.0.0.1,DNS:localhost")
+TOKEN = secret("tok-" + os.urandom(8).hex())
+ACCESS_FIELDS = {"ts", "request_id", "integration", "connection", "method", "path", "status",
+                 "upstream_status", "duration_ms", "upstream_ms", "retried", "bytes_in", "bytes_out"}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def chime_integration(sim, name="chime"):
+    return {"name": name, "policy": "chime", "client_id": "cid", "client_secret": sim.client_secret,
+            "overrides": {"upstream": sim.url, "token_url": sim.url + "/api/user-web/oauth/token"}}
+
+
+class OperationsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.sim = Sim("chime", CERT, KEY, "--client-id", "cid", "--seed-token", TOKEN)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sim.stop()
+
+    def gateway(self, name, connections=None, **extra):
+        cfg = base_config(CA_.cert, W.path)
+        cfg["integrations"] = [chime_integration(self.sim)]
+        cfg["connections"] = connections or [{"id": "acme", "integration": "chime", "grant": "static",
+                                              "credentials": {"access_token": TOKEN}}]
+        cfg.update(extra)
+        return Gateway(W.path, cfg, name=name).start()
+
+    @unittest.skipUnless(shutil.which("prometheus"), "prometheus is installed by scripts/setup.sh")
+    def test_prometheus_scrapes_metrics(self):
+        rt = secret("rt-seed-" + os.urandom(8).hex())
+        # A simulator of its own: this test revokes every token it issued.
+        sim = Sim("chime", CERT, KEY, "--client-id", "cid", "--seed-refresh", rt)
+        cfg = base_config(CA_.cert, W.path)
+        cfg["integrations"] = [chime_integration(sim)]
+        cfg["connections"] = [{"id": "acme", "integration": "chime", "grant": "refresh_token",
+                               "credentials": {"refresh_token": rt}}]
+        gw = Gateway(W.path, cfg, name="prom").start()
+        self.addCleanup(sim.stop)
+        port = free_port()
+        prom_dir = os.path.join(W.path, "prometheus")
+        os.makedirs(prom_dir, exist_ok=True)
+        with open(os.path.join(prom_dir, "prometheus.yml"), "w") as f:
+            f.write("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                    "scrape_configs:\n  - job_name: gateway\n    static_configs:\n"
+                    "      - targets: ['127.0.0.1:%d']\n" % gw.admin_port)
+        prom = subprocess.Popen(["prometheus", "--config.file=" + os.path.join(prom_dir, "prometheus.yml"),
+                                 "--storage.tsdb.path=" + os.path.join(prom_dir, "data"),
+                                 "--web.listen-address=127.0.0.1:%d" % port],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            # Traffic with a refresh forced by a rejection and a replayed request.
+            self.assertEqual(gw.request("GET", "/chime/v1/leads")[0], 200)
+            sim.control("/_sim/revoke", {})
+            self.assertEqual(gw.request("GET", "/chime/v1/leads")[0], 200)
+
+            def query(expr):
+                url = "http://127.0.0.1:%d/api/v1/query?query=%s" % (port, urllib.parse.quote(expr))
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    return json.loads(r.read())["data"]["result"]
+
+            wanted = {
+                'up{job="gateway"}': None,
+                "sum(gateway_requests_total)": None,
+                'sum(gateway_token_refreshes_total{trigger="rejected"})': None,
+                'sum(gateway_auth_retries_total{result="replayed"})': None,
+            }
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                try:
+                    for expr in wanted:
+                        res = query(expr)
+                        wanted[expr] = float(res[0]["value"][1]) if res else None
+                except OSError:
+                    pass
+                if all(v for v in wanted.values()):
+                    break
+                time.sleep(0.5)
+            self.assertEqual(wanted['up{job="gateway"}'], 1.0, wanted)
+            self.assertGreaterEqual(wanted["sum(gateway_requests_total)"], 2, wanted)
+            self.assertGreaterEqual(wanted['sum(gateway_token_refreshes_total{trigger="rejected"})'], 1, wanted)
+            self.assertGreaterEqual(wanted['sum(gateway_auth_retries_total{result="replayed"})'], 1, wanted)
+            # No connection id, token or path among the label values.
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port) as r:
+                text = r.read().decode()
+            self.assertNotIn('"acme"', text)
+            self.assertNotIn("/v1/leads", text)
+            self.assertNotIn(TOKEN, text)
+        finally:
+            prom.terminate()
+            prom.wait(10)
+            gw.stop()
+
+    def test_reload_adds_route_and_keeps_streams(self):
+        gw = self.gateway("reload")
+        try:
+            self.assertEqual(gw.request("GET", "/chime2/v1")[0], 404)
+            result = {}
+
+            def stream():
+                c = gw.conn(timeout=30)
+                c.putrequest("POST", "/chime/v1/upload")
+                c.putheader("Transfer-Encoding", "chunked")
+                c.endheaders()
+                for _ in range(10):  # 5 s of body, straddling the reload
+                    c.send(b"400\r\n" + b"x" * 1024 + b"\r\n")
+                    time.sleep(0.5)
+                c.send(b"0\r\n\r\n")
+                r = c.getresponse()
+                result["status"] = r.status
+                result["body"] = json.loads(r.read())
+
+            t = threading.Thread(target=stream)
+            t.start()
+            time.sleep(1)
+            cfg = dict(gw.config)
+            cfg["integrations"] = gw.config["integrations"] + [chime_integration(self.sim, "chime2")]
+            cfg["connections"] = gw.config["connections"] + [
+                {"id": "acme2", "integration": "chime2", "grant": "static",
+                 "credentials": {"access_token": TOKEN}}]
+            gw.write_config(cfg)
+            gw.signal(signal.SIGHUP)
+            deadline = time.time() + 5
+            while time.time() < deadline and gw.request("GET", "/chime2/v1")[0] != 200:
+                time.sleep(0.1)
+            self.assertEqual(gw.request("GET", "/chime2/v1")[0], 200)
+            t.join()
+            self.assertEqual(result["status"], 200)
+            self.assertEqual(result["body"]["body_len"], 10 * 1024)
+
+            # A broken config is refused: the old one keeps serving, and it is counted.
+            with open(gw.config_path, "w") as f:
+                f.write("integratons: [\n")
+            gw.signal(signal.SIGHUP)
+            time.sleep(0.5)
+            self.assertEqual(gw.request("GET", "/chime2/v1")[0], 200)
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port) as r:
+                text = r.read().decode()
+            self.assertIn('gateway_config_reloads_total{result="error"} 1', text)
+            self.assertIn('gateway_config_reloads_total{result="ok"} 1', text)
+            refused = [l for l in gw.json_lines() if "reload refused" in l.get("msg", "")]
+            self.assertEqual(len(refused), 1)
+        finally:
+            gw.stop()
+
+    def test_sigterm_drains_200_slow_requests(self):
+        gw = self.gateway("drain200", shutdown={"drain_timeout": "20s"}, threads=2,
+                          upstream={"ca_file": CA_.cert, "response_timeout": "20s"})
+        self.sim.control("/_sim/config", {"delay_ms": 2000})
+        statuses = []
+        lock = threading.Lock()
+
+        def one():
+            try:
+                s = gw.request("GET", "/chime/v1/slow", timeout=30)[0]
+            except OSError as e:
+                s = repr(e)
+            with lock:
+                statuses.append(s)
+
+        threads = [threading.Thread(target=one) for _ in range(200)]
+        try:
+            for t in threads:
+                t.start()
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port) as r:
+                    text = r.read().decode()
+                inflight = [l for l in text.splitlines() if l.startswith("gateway_inflight_requests ")]
+                if inflight and float(inflight[0].split()[1]) >= 200:
+                    break
+                time.sleep(0.05)
+            start = time.time()
+            gw.signal(signal.SIGTERM)
+            time.sleep(0.3)
+            with self.assertRaises(OSError):  # listeners are closed: new connections refused
+                socket.create_connection(("127.0.0.1", gw.port), timeout=2).close()
+            for t in threads:
+                t.join()
+            code = gw.proc.wait(25)
+            elapsed = time.time() - start
+        finally:
+            self.sim.control("/_sim/config", {"delay_ms": 0})
+            gw.stop()
+        self.assertEqual(statuses.count(200), 200, statuses[:5])
+        self.assertEqual(code, 0)
+        self.assertLess(elapsed, 20)
+        print("\n[measure] SIGTERM with 200 slow requests in flight: all 200 answered, exit 0 after %.1f s"
+              % elapsed)
+
+    def test_log_lines_are_json_with_access_fields(self):
+        gw = self.gateway("logs")
+        try:
+            gw.request("GET", "/chime/v1/leads?x=1")
+            gw.request("GET", "/nope")
+            gw.raw(b"GET /chime/%2e%2e HTTP/1.1\r\nHost: x\r\n\r\n")
+        finally:
+            gw.stop()
+        with open(gw.log_path) as f:
+            lines = f.read().splitlines()
+        self.assertTrue(lines)
+        access = 0
+        for line in lines:
+            obj = json.loads(line)  # every line is one JSON object
+            self.assertIn("ts", obj)
+            if obj.get("type") == "access":
+                access += 1
+                self.assertLessEqual(ACCESS_FIELDS, set(obj), obj)
+            else:
+                self.assertIn(obj["level"], ("debug", "info", "warn", "error"))
+                self.assertIn("msg", obj)
+        self.assertEqual(access, 3)
+
+
+if __name__ == "__main__":
+    unittest.main()
