@@ -155,8 +155,10 @@ class Gateway {
       return 1;
     }
 
-    admin_ = std::make_unique<AdminServer>(workers_[0]->ioc, AdminContext{shared_, cache, store},
-                                           admin_acceptor_);
+    std::vector<asio::io_context*> loops;
+    for (auto& w : workers_) loops.push_back(&w->ioc);
+    admin_ = std::make_unique<AdminServer>(
+        workers_[0]->ioc, AdminContext{shared_, cache, store, loops}, admin_acceptor_);
     admin_->start();
     for (std::size_t i = 0; i < workers_.size(); ++i)
       asio::co_spawn(workers_[i]->ioc, accept_loop(*acceptors_[i], *workers_[i]), asio::detached);

@@ -5,6 +5,8 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -219,8 +221,12 @@ asio::awaitable<AdminResponse> AdminServer::dispatch(const AdminRequest& req) {
   std::string target(req.target());
   auto q = target.find('?');
   std::string path = target.substr(0, q);
-  if (req.method() == http::verb::get && path == "/healthz")
-    co_return json_response(http::status::ok, {{"status", "ok"}});
+  if (req.method() == http::verb::get && path == "/healthz") {
+    if (co_await loops_answer()) co_return json_response(http::status::ok, {{"status", "ok"}});
+    co_return json_response(
+        http::status::service_unavailable,
+        {{"status", "stuck"}, {"reasons", {"an event loop did not answer within 2s"}}});
+  }
   if (req.method() == http::verb::get && path == "/readyz") {
     std::vector<std::string> reasons;
     if (ctx_.shared.draining.load()) reasons.push_back("shutting down");
@@ -264,6 +270,23 @@ asio::awaitable<AdminResponse> AdminServer::dispatch(const AdminRequest& req) {
   if (req.method() == http::verb::get && path == "/oauth/callback")
     co_return co_await oauth_callback(req);
   co_return error_response(http::status::not_found, "not_found", "no admin endpoint " + path);
+}
+
+asio::awaitable<bool> AdminServer::loops_answer() {
+  // Each event loop must run a posted no-op; a loop stuck in a long computation or a
+  // deadlock fails the liveness probe.
+  struct Round {
+    std::atomic<std::size_t> left;
+  };
+  auto round = std::make_shared<Round>();
+  round->left = ctx_.loops.size();
+  auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::seconds(2));
+  for (auto* loop : ctx_.loops)
+    asio::post(*loop, [round, timer, this] {
+      if (--round->left == 0) asio::post(ioc_, [timer] { timer->cancel(); });
+    });
+  co_await timer->async_wait(nothrow);
+  co_return round->left.load() == 0;
 }
 
 void AdminServer::publish_routes(std::shared_ptr<const Routes> routes) {

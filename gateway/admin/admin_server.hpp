@@ -26,6 +26,7 @@ struct AdminContext {
   ProxyShared& shared;
   std::shared_ptr<TokenCache> cache;
   std::shared_ptr<TokenStore> store;
+  std::vector<boost::asio::io_context*> loops;  // every event loop, for /healthz
 };
 
 class AdminServer {
@@ -48,6 +49,7 @@ class AdminServer {
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket);
   boost::asio::awaitable<AdminResponse> dispatch(const AdminRequest& req);
+  boost::asio::awaitable<bool> loops_answer();
   boost::asio::awaitable<AdminResponse> connections_api(const AdminRequest& req,
                                                         const std::string& path);
   boost::asio::awaitable<AdminResponse> put_connection(const AdminRequest& req,
