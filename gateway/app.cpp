@@ -99,7 +99,7 @@ class Gateway {
     shared_.runtime.store(rt);
     std::shared_ptr<TokenStore> store;
     try {
-      store = make_store(rt->config.store);
+      store = make_store(rt->config.store, rt->config.refresh.timeout);
       // The store wins over the config's bootstrap credentials: it holds the newer,
       // possibly rotated, tokens.
       auto routes = rt->routes;

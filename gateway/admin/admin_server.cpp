@@ -230,7 +230,13 @@ asio::awaitable<AdminResponse> AdminServer::dispatch(const AdminRequest& req) {
   if (req.method() == http::verb::get && path == "/readyz") {
     std::vector<std::string> reasons;
     if (ctx_.shared.draining.load()) reasons.push_back("shutting down");
-    if (!ctx_.store->reachable()) reasons.push_back("token store unreachable");
+    if (auto* lock = dynamic_cast<RefreshLock*>(ctx_.store.get())) {
+      bool reachable = true;  // a shared store is asked, not assumed
+      co_await lock->read("readyz-probe", &reachable);
+      if (!reachable) reasons.push_back("token store (redis) unreachable");
+    } else if (!ctx_.store->reachable()) {
+      reasons.push_back("token store unreachable");
+    }
     if (reasons.empty()) co_return json_response(http::status::ok, {{"status", "ready"}});
     co_return json_response(http::status::service_unavailable,
                             {{"status", "not ready"}, {"reasons", reasons}});

@@ -11,6 +11,7 @@
 
 #include <random>
 
+#include "gateway/auth/crypto.hpp"
 #include "gateway/auth/oauth.hpp"
 #include "gateway/observability/log.hpp"
 #include "gateway/observability/metrics.hpp"
@@ -54,7 +55,9 @@ bool usable(const Credential* c, Clock::time_point now) {
 }
 
 TokenCache::TokenCache(RuntimeSource runtime, std::shared_ptr<TokenStore> store)
-    : runtime_(std::move(runtime)), store_(std::move(store)) {}
+    : runtime_(std::move(runtime)),
+      store_(std::move(store)),
+      lock_(dynamic_cast<RefreshLock*>(store_.get())) {}
 
 namespace {
 
@@ -286,7 +289,75 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
   TokenResult result;
   std::string error;
   std::optional<TokenRequest> request;
-  if (!oauth || grant.empty()) {
+  std::uint64_t base_version = old ? old->version : 0;
+
+  // Cluster single flight (redis store): hold the lease lock for the refresh; whoever
+  // loses waits for the winner's record instead of refreshing.
+  std::string owner;
+  std::optional<TokenRecord> adopted;
+  bool skip = false;
+  auto renewing = std::make_shared<bool>(false);
+  if (lock_ && oauth && !grant.empty()) {
+    owner = crypto::base64(crypto::random_bytes(12));
+    Millis lease = refresh_cfg.timeout * 2;
+    auto deadline = std::chrono::steady_clock::now() + refresh_cfg.timeout * 4;
+    asio::steady_timer pause(executor);
+    for (;;) {
+      auto outcome = co_await lock_->acquire(c->id, owner, lease);
+      if (outcome == RefreshLock::Outcome::unavailable) {
+        // No refresh without the lock: a rotated token that could not be saved is lost.
+        result.failure = TokenFailure::transient;
+        result.error = "token store unreachable";
+        skip = true;
+        break;
+      }
+      bool reachable = true;
+      auto rec = co_await lock_->read(c->id, &reachable);
+      if (rec && rec->version > base_version && !rec->access_token.empty() &&
+          (rec->expires_at_ms == 0 ||
+           rec->expires_at_ms > std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    Clock::now().time_since_epoch())
+                                    .count())) {
+        adopted = rec;  // another replica already refreshed
+        if (outcome == RefreshLock::Outcome::acquired) co_await lock_->release(c->id, owner);
+        owner.clear();
+        break;
+      }
+      if (outcome == RefreshLock::Outcome::acquired) {
+        if (rec) {
+          base_version = std::max(base_version, rec->version);
+          if (!rec->refresh_token.empty() && grant == "refresh_token")
+            refresh_token = rec->refresh_token;
+        }
+        // Keep the lease alive while the token request runs.
+        *renewing = true;
+        asio::co_spawn(
+            executor,
+            [this, id = c->id, owner, lease, renewing]() -> asio::awaitable<void> {
+              asio::steady_timer t(co_await asio::this_coro::executor);
+              while (*renewing) {
+                t.expires_after(lease / 3);
+                co_await t.async_wait(nothrow);
+                if (*renewing) co_await lock_->renew(id, owner, lease);
+              }
+            },
+            asio::detached);
+        break;
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        result.failure = TokenFailure::transient;
+        result.error = "another replica holds the refresh lock";
+        skip = true;
+        break;
+      }
+      pause.expires_after(std::chrono::milliseconds(100));
+      co_await pause.async_wait(nothrow);
+    }
+  }
+
+  if (skip || adopted) {
+    // nothing to request
+  } else if (!oauth || grant.empty()) {
     result.failure = TokenFailure::permanent;
     result.error = "no_refresh_token";
   } else {
@@ -303,7 +374,10 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
 
   auto now = Clock::now();
   std::shared_ptr<const Credential> fresh;
-  if (result.failure == TokenFailure::none) {
+  if (adopted) {
+    restore_record(*c, *adopted);
+    fresh = c->current();
+  } else if (result.failure == TokenFailure::none) {
     std::string render_error;
     auto cred = render_credential(*c, result.access_token, &render_error);
     if (!cred) {
@@ -314,7 +388,7 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
       cred->issued_at = now;
       auto lifetime = result.expires_in ? result.expires_in : oauth->default_expires_in;
       cred->expires_at = lifetime ? now + *lifetime : Clock::time_point::max();
-      cred->version = (old ? old->version : 0) + 1;
+      cred->version = base_version + 1;
       if (!cred->refresh_token.empty()) cred->secrets.push_back(cred->refresh_token);
       fresh = std::make_shared<const Credential>(std::move(*cred));
       // A rotated refresh token must be durable before the new access token is used.
@@ -329,6 +403,18 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
                    {{"connection", c->id}});
       c->publish(fresh);
     }
+  }
+  *renewing = false;
+  if (!owner.empty() && !skip) {
+    if (!fresh && result.failure == TokenFailure::permanent) {
+      // Maybe we lost a race, not the grant: another replica's newer record may be there.
+      auto rec = co_await lock_->read(c->id, nullptr);
+      if (rec && rec->version > base_version && !rec->access_token.empty()) {
+        restore_record(*c, *rec);
+        fresh = c->current();
+      }
+    }
+    co_await lock_->release(c->id, owner);
   }
 
   std::vector<std::function<void()>> waiters;

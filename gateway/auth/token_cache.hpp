@@ -39,6 +39,7 @@ class TokenCache final : public TokenProvider {
 
   RuntimeSource runtime_;
   std::shared_ptr<TokenStore> store_;
+  RefreshLock* lock_;  // the store's, when it coordinates a cluster (redis); else null
 };
 
 // The stored form of a connection's credential and state, and back.

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "gateway/auth/crypto.hpp"
+#include "gateway/auth/redis_client.hpp"
 
 namespace gw {
 
@@ -181,11 +182,124 @@ bool FileStore::write_locked() {
   return true;
 }
 
-std::unique_ptr<TokenStore> make_store(const StoreConfig& config) {
+std::unique_ptr<TokenStore> make_store(const StoreConfig& config, Millis redis_timeout) {
   if (config.kind == "memory") return std::make_unique<MemoryStore>();
   if (config.kind == "file")
     return std::make_unique<FileStore>(config.path, config.key, config.previous_keys);
-  throw StoreError("store.kind " + config.kind + " is not available yet");
+  return std::make_unique<RedisStore>(config, redis_timeout);
+}
+
+namespace {
+
+// KEYS[1] record; ARGV version, sealed. Refuses to replace a newer version.
+constexpr const char* kCasScript = R"(
+local v = redis.call('HGET', KEYS[1], 'version')
+if v and tonumber(v) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'sealed', ARGV[2])
+return 1)";
+constexpr const char* kRenewScript = R"(
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0)";
+constexpr const char* kReleaseScript = R"(
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0)";
+
+}  // namespace
+
+RedisStore::RedisStore(const StoreConfig& config, Millis timeout)
+    : prefix_(config.redis.prefix), key_(decode_key(config.key, "store.key")) {
+  for (std::size_t i = 0; i < config.previous_keys.size(); ++i)
+    previous_keys_.push_back(
+        decode_key(config.previous_keys[i], "store.previous_keys[" + std::to_string(i) + "]"));
+  try {
+    redis_ = std::make_unique<RedisClient>(config.redis, timeout);
+  } catch (const std::invalid_argument& e) {
+    throw StoreError(e.what());
+  }
+}
+
+RedisStore::~RedisStore() = default;
+
+bool RedisStore::reachable() const {
+  return redis_->reachable();
+}
+
+std::optional<TokenRecord> RedisStore::open_record(const std::string& id,
+                                                   const std::string& sealed_b64) const {
+  auto sealed = crypto::unbase64(sealed_b64);
+  if (!sealed) return std::nullopt;
+  auto plain = crypto::open(key_, *sealed, id);
+  for (std::size_t i = 0; !plain && i < previous_keys_.size(); ++i)
+    plain = crypto::open(previous_keys_[i], *sealed, id);
+  if (!plain) return std::nullopt;
+  auto j = nlohmann::json::parse(*plain, nullptr, false);
+  if (!j.is_object() || j.value("id", "") != id) return std::nullopt;
+  return from_json(j);
+}
+
+std::map<std::string, TokenRecord> RedisStore::load() {
+  std::map<std::string, TokenRecord> out;
+  auto ids = redis_->exec_blocking({"SMEMBERS", prefix_ + "ids"});
+  if (!ids.ok())
+    throw StoreError("cannot read the redis token store: " +
+                     (ids.error.empty() ? ids.reply.str : ids.error));
+  for (const auto& e : ids.reply.elements) {
+    auto r = redis_->exec_blocking({"HGET", prefix_ + "record:" + e.str, "sealed"});
+    if (!r.ok()) throw StoreError("cannot read the redis token store: " + r.error);
+    if (r.reply.type != RedisReply::Type::string) continue;
+    auto rec = open_record(e.str, r.reply.str);
+    if (!rec)
+      throw StoreError(
+          "cannot decrypt the redis record of " + e.str +
+          " with store.key or store.previous_keys (wrong key?); it was left untouched");
+    out[e.str] = *rec;
+  }
+  return out;
+}
+
+bool RedisStore::save(const TokenRecord& record) {
+  auto sealed = crypto::base64(crypto::seal(key_, to_json(record).dump(), record.id));
+  auto r = redis_->exec_blocking({"EVAL", kCasScript, "1", prefix_ + "record:" + record.id,
+                                  std::to_string(record.version), sealed});
+  if (!r.ok()) return false;
+  redis_->exec_blocking({"SADD", prefix_ + "ids", record.id});
+  return true;
+}
+
+bool RedisStore::remove(const std::string& id) {
+  auto r = redis_->exec_blocking({"DEL", prefix_ + "record:" + id});
+  redis_->exec_blocking({"SREM", prefix_ + "ids", id});
+  return r.ok();
+}
+
+boost::asio::awaitable<RefreshLock::Outcome> RedisStore::acquire(std::string id, std::string owner,
+                                                                 Millis lease) {
+  std::vector<std::string> cmd{"SET", prefix_ + "lock:" + id,       owner, "NX",
+                               "PX",  std::to_string(lease.count())};
+  auto r = co_await redis_->exec(std::move(cmd));
+  if (r.ec || r.reply.type == RedisReply::Type::error) co_return Outcome::unavailable;
+  co_return r.reply.type == RedisReply::Type::status ? Outcome::acquired : Outcome::held_by_other;
+}
+
+boost::asio::awaitable<bool> RedisStore::renew(std::string id, std::string owner, Millis lease) {
+  std::vector<std::string> cmd{
+      "EVAL", kRenewScript, "1", prefix_ + "lock:" + id, owner, std::to_string(lease.count())};
+  auto r = co_await redis_->exec(std::move(cmd));
+  co_return r.ok() && r.reply.integer == 1;
+}
+
+boost::asio::awaitable<void> RedisStore::release(std::string id, std::string owner) {
+  std::vector<std::string> cmd{"EVAL", kReleaseScript, "1", prefix_ + "lock:" + id, owner};
+  co_await redis_->exec(std::move(cmd));
+}
+
+boost::asio::awaitable<std::optional<TokenRecord>> RedisStore::read(std::string id,
+                                                                    bool* reachable) {
+  std::vector<std::string> cmd{"HGET", prefix_ + "record:" + id, "sealed"};
+  auto r = co_await redis_->exec(std::move(cmd));
+  if (reachable) *reachable = !r.ec;
+  if (!r.ok() || r.reply.type != RedisReply::Type::string) co_return std::nullopt;
+  co_return open_record(id, r.reply.str);
 }
 
 }  // namespace gw

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/awaitable.hpp>
+
 #include "gateway/config/config.hpp"
 
 namespace gw {
@@ -74,6 +76,49 @@ class FileStore final : public TokenStore {
   std::map<std::string, std::string> sealed_;  // id -> base64(nonce||ct||tag), as on disk
 };
 
-std::unique_ptr<TokenStore> make_store(const StoreConfig& config);
+// Cluster-wide single flight for refreshes (the redis store): a lease lock per connection
+// and the latest record, read without blocking an event loop.
+class RefreshLock {
+ public:
+  enum class Outcome { acquired, held_by_other, unavailable };
+  virtual ~RefreshLock() = default;
+  virtual boost::asio::awaitable<Outcome> acquire(std::string id, std::string owner,
+                                                  Millis lease) = 0;
+  virtual boost::asio::awaitable<bool> renew(std::string id, std::string owner, Millis lease) = 0;
+  virtual boost::asio::awaitable<void> release(std::string id, std::string owner) = 0;
+  // nullopt when there is no record or the store is unreachable (`reachable` says which).
+  virtual boost::asio::awaitable<std::optional<TokenRecord>> read(std::string id,
+                                                                  bool* reachable) = 0;
+};
+
+class RedisClient;
+
+// Records as Redis hashes {version, sealed} under `{prefix}record:{id}`, written with a
+// compare-and-set on the version (a stale writer never overwrites a newer token); locks as
+// `{prefix}lock:{id}` with SET NX PX and owner-checked renew/release scripts.
+class RedisStore final : public TokenStore, public RefreshLock {
+ public:
+  RedisStore(const StoreConfig& config, Millis timeout);
+  ~RedisStore() override;
+  std::map<std::string, TokenRecord> load() override;
+  bool save(const TokenRecord& record) override;
+  bool remove(const std::string& id) override;
+  bool reachable() const override;
+
+  boost::asio::awaitable<Outcome> acquire(std::string id, std::string owner, Millis lease) override;
+  boost::asio::awaitable<bool> renew(std::string id, std::string owner, Millis lease) override;
+  boost::asio::awaitable<void> release(std::string id, std::string owner) override;
+  boost::asio::awaitable<std::optional<TokenRecord>> read(std::string id, bool* reachable) override;
+
+ private:
+  std::optional<TokenRecord> open_record(const std::string& id,
+                                         const std::string& sealed_b64) const;
+
+  std::string prefix_, key_;
+  std::vector<std::string> previous_keys_;
+  std::unique_ptr<RedisClient> redis_;
+};
+
+std::unique_ptr<TokenStore> make_store(const StoreConfig& config, Millis redis_timeout);
 
 }  // namespace gw
