@@ -55,16 +55,25 @@ class DeployTest(unittest.TestCase):
             self.assertFalse(sc["allowPrivilegeEscalation"])
             self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
             mounts = {m["mountPath"] for m in gw["volumeMounts"]}
-            self.assertIn("/var/lib/gateway", mounts, "the token store lives on a volume")
+            cm_name = [v["configMap"]["name"] for v in spec["volumes"] if "configMap" in v][0]
+            cm = [d for _, d in documents() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm_name]
+            self.assertEqual(len(cm), 1, "the sidecar's ConfigMap %s is in deploy/" % cm_name)
+            store = yaml.safe_load(cm[0]["data"]["gateway.yaml"])["store"]
+            if store["kind"] == "file":  # a file store must live on a volume, not the read-only root
+                self.assertIn(os.path.dirname(store["path"]), mounts)
+            else:
+                self.assertEqual(store["kind"], "redis")
             annotations = dep["spec"]["template"]["metadata"]["annotations"]
             self.assertEqual(annotations["prometheus.io/port"], "9090")
 
     def test_config_in_configmap_is_a_gateway_config(self):
-        cms = [d for _, d in documents() if d["kind"] == "ConfigMap"]
-        cfg = yaml.safe_load(cms[0]["data"]["gateway.yaml"])
-        self.assertEqual(cfg["admin"]["port"], 9090)
-        self.assertEqual(cfg["listen"]["address"], "127.0.0.1")
-        self.assertEqual(cfg["store"]["path"], "/var/lib/gateway/tokens.db")
+        cms = [d for _, d in documents() if d["kind"] == "ConfigMap" and "gateway.yaml" in d["data"]]
+        self.assertGreaterEqual(len(cms), 2)
+        for cm in cms:
+            cfg = yaml.safe_load(cm["data"]["gateway.yaml"])
+            self.assertEqual(cfg["admin"]["port"], 9090)
+            self.assertEqual(cfg["listen"]["address"], "127.0.0.1")  # the pod's app only
+            self.assertIn(cfg["store"]["kind"], ("file", "redis"))
 
     def test_alert_rules(self):
         r = subprocess.run(["promtool", "check", "rules", os.path.join(ROOT, "prometheus", "alerts.yaml")],

@@ -36,6 +36,16 @@ class CliTest(unittest.TestCase):
                         "-days", "1", "-subj", "/CN=t"], check=True, capture_output=True)
         cls.example = os.path.join(root, "config", "gateway.example.yaml")
 
+    def test_redis_example_checks(self):
+        env = dict(os.environ, GATEWAY_ADMIN_TOKEN="a", GATEWAY_STORE_KEY="A" * 43 + "=",
+                   GATEWAY_REDIS_PASSWORD="p", CHIME_CLIENT_ID="c", CHIME_CLIENT_SECRET="s",
+                   CHIME_REFRESH_TOKEN="r")
+        r = subprocess.run([GATEWAY_BIN, "--config",
+                            os.path.join(SOURCE, "config", "gateway.redis.example.yaml"), "--check"],
+                           capture_output=True, text=True, env=env, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("store redis", r.stdout)
+
     def test_version(self):
         r = gateway("--version")
         self.assertEqual(r.returncode, 0)
