@@ -439,8 +439,12 @@ class Handler(BaseHTTPRequestHandler):
     def grant(self, params, client_ok):
         """Shared grant logic. Returns (status, answer)."""
         st = self.state
-        if st.token_delay_ms:
-            time.sleep(st.token_delay_ms / 1000)
+        if st.token_delay_ms and not self.wait_for_client(st.token_delay_ms / 1000):
+            # A slow token endpoint whose caller hung up before it committed: nothing is
+            # redeemed (the request never "arrived" in full at the vendor's backend).
+            st.count("token_requests_abandoned")
+            self.close_connection = True
+            return 499, None
         if not client_ok:
             return 401, {"error": "invalid_client"}
         grant_type = params.get("grant_type", "")
@@ -488,6 +492,35 @@ class Handler(BaseHTTPRequestHandler):
             st.count("invalid_grant")
             return 400, {"error": "invalid_grant"}
         return 400, {"error": "unsupported_grant_type"}
+
+    def wait_for_client(self, seconds):
+        """Sleeps `seconds`; False as soon as the client closes its connection."""
+        import select
+        deadline = time.time() + seconds
+        while True:
+            left = deadline - time.time()
+            if left <= 0:
+                return True
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            if readable:
+                try:
+                    if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        return False
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    pass
+                except OSError:
+                    return False
+                except ValueError:  # SSL sockets refuse flags: peek at the raw socket
+                    raw = socket.socket(fileno=self.connection.fileno())
+                    try:
+                        if raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                            return False
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        return False
+                    finally:
+                        raw.detach()
 
     def form(self, body):
         if self.headers.get("Content-Type", "").split(";")[0].strip() != \

@@ -54,14 +54,15 @@ def readyz(gw):
 
 @unittest.skipUnless(shutil.which("redis-server"), "redis-server is installed by scripts/setup.sh")
 class RedisClusterTest(unittest.TestCase):
-    def cluster(self, redis, sim, rt, n, name):
+    def cluster(self, redis, sim, rt, n, name, timeout="2s"):
         key = base64.b64encode(os.urandom(32)).decode()
         gws = []
         for i in range(n):
             cfg = base_config(CA_.cert, W.path)
             cfg["store"] = {"kind": "redis", "key": key,
                             "redis": {"url": "redis://127.0.0.1:%d/0" % redis.port, "prefix": name + ":"}}
-            cfg["refresh"] = {"skew": "1s", "timeout": "2s", "backoff": {"initial": "200ms", "max": "1s"}}
+            cfg["refresh"] = {"skew": "1s", "timeout": timeout,
+                              "backoff": {"initial": "200ms", "max": "1s"}}
             cfg["integrations"] = [{"name": "chime", "policy": "chime", "client_id": "cid",
                                     "client_secret": sim.client_secret,
                                     "overrides": {"upstream": sim.url,
@@ -151,6 +152,53 @@ class RedisClusterTest(unittest.TestCase):
         finally:
             for gw in gws:
                 gw.stop()
+            sim.stop()
+            redis.kill()
+
+    def test_lock_holder_killed_mid_refresh(self):
+        redis = Redis()
+        rt = secret("rt-seed-" + os.urandom(8).hex())
+        sim = Sim("chime", CERT, KEY, "--client-id", "cid", "--seed-refresh", rt, "--rotate-refresh",
+                  "--token-lifetime", "600")
+        # refresh.timeout 3 s: the lease is 6 s; the token endpoint takes 1.5 s.
+        a, b = self.cluster(redis, sim, rt, 2, "killed", timeout="3s")
+        try:
+            self.assertEqual(a.request("GET", "/chime/v1/leads")[0], 200)
+            self.assertEqual(b.request("GET", "/chime/v1/leads")[0], 200)
+            self.assertEqual(sim.state()["token_requests"], 1)
+            sim.control("/_sim/revoke", {})
+            sim.control("/_sim/config", {"token_delay_ms": 1500})
+            sim.control("/_sim/reset", {})
+            def doomed():
+                try:
+                    a.request("GET", "/chime/v1/leads", timeout=10)
+                except OSError:
+                    pass  # its gateway is killed under it
+
+            t = threading.Thread(target=doomed)
+            t.daemon = True
+            t.start()
+            time.sleep(0.5)  # a holds the lock and waits on the token endpoint
+            a.proc.kill()  # kill -9
+            a.proc.wait()
+            start = time.time()
+            status = 0
+            while time.time() - start < 25 and status != 200:
+                status = b.request("GET", "/chime/v1/leads", timeout=30)[0]
+            took = time.time() - start
+            st = sim.state()
+            print("\n[measure] lock holder killed mid-refresh: the other replica served 200 after "
+                  "%.1f s (lease 6 s); token requests %d (abandoned %d), refresh tokens redeemed "
+                  "twice: %d" % (took, st["token_requests"], st.get("token_requests_abandoned", 0),
+                                 st["refresh_reuse"]))
+            self.assertEqual(status, 200)
+            self.assertEqual(st["refresh_reuse"], 0)
+            self.assertEqual(st["invalid_grant"], 0)
+            self.assertEqual(st.get("token_requests_abandoned", 0), 1)
+        finally:
+            sim.control("/_sim/config", {"token_delay_ms": 0})
+            b.stop()
+            a.stop()
             sim.stop()
             redis.kill()
 
