@@ -1,6 +1,6 @@
 #include "gateway/auth/credential.hpp"
 
-#include <openssl/evp.h>
+#include "gateway/auth/crypto.hpp"
 
 namespace gw {
 
@@ -18,15 +18,6 @@ const char* state_name(ConnectionState s) {
       return "pending_authorization";
   }
   return "ready";
-}
-
-std::string base64_encode(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3), '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
 }
 
 std::optional<std::string> lookup_placeholder(const Connection& c, const StringMap& extra,
@@ -56,7 +47,7 @@ std::optional<Credential> render_credential(const Connection& c, std::string acc
       if (error) *error = "no value for {" + missing + "}";
       return std::nullopt;
     }
-    out.value = "Basic " + base64_encode(*user + ":" + *pass);
+    out.value = "Basic " + crypto::base64(*user + ":" + *pass);
     out.secrets = {*pass, out.value.substr(6)};
   } else {
     auto value = spec.value.render(lookup, &missing);

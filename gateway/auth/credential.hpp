@@ -91,6 +91,4 @@ std::optional<Credential> render_credential(const Connection& connection, std::s
 std::optional<std::string> lookup_placeholder(const Connection& connection, const StringMap& extra,
                                               std::string_view name);
 
-std::string base64_encode(std::string_view data);
-
 }  // namespace gw

@@ -11,6 +11,7 @@
 #include <boost/url/rfc/unreserved_chars.hpp>
 #include <nlohmann/json.hpp>
 
+#include "gateway/auth/crypto.hpp"
 #include "gateway/proxy/routes.hpp"
 
 namespace gw {
@@ -90,7 +91,7 @@ std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOv
   switch (auth) {
     case ClientAuth::basic:
       req.headers.emplace_back("Authorization",
-                               "Basic " + base64_encode(c.client_id + ":" + c.client_secret));
+                               "Basic " + crypto::base64(c.client_id + ":" + c.client_secret));
       break;
     case ClientAuth::body:
     case ClientAuth::query:

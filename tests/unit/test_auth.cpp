@@ -1,0 +1,106 @@
+#include <doctest/doctest.h>
+
+#include "gateway/auth/crypto.hpp"
+#include "gateway/auth/oauth.hpp"
+#include "gateway/policy/policy.hpp"
+#include "gateway/proxy/routes.hpp"
+
+using namespace gw;
+
+TEST_CASE("AES-256-GCM sealing binds the connection id") {
+  std::string key = crypto::random_bytes(32);
+  auto sealed = crypto::seal(key, "{\"access_token\":\"x\"}", "acme");
+  CHECK(sealed.size() == 12 + 20 + 16);
+  CHECK(crypto::open(key, sealed, "acme") == "{\"access_token\":\"x\"}");
+  CHECK_FALSE(crypto::open(key, sealed, "other"));                      // moved to another id
+  CHECK_FALSE(crypto::open(crypto::random_bytes(32), sealed, "acme"));  // wrong key
+  sealed[20] ^= 1;
+  CHECK_FALSE(crypto::open(key, sealed, "acme"));                           // damaged
+  CHECK(crypto::seal(key, "same", "a") != crypto::seal(key, "same", "a"));  // random nonce
+}
+
+TEST_CASE("base64") {
+  CHECK(crypto::base64("email:key") == "ZW1haWw6a2V5");
+  CHECK(crypto::unbase64("ZW1haWw6a2V5") == "email:key");
+  CHECK(crypto::unbase64("YQ==") == "a");
+  CHECK_FALSE(crypto::unbase64("not base64!"));
+  CHECK(crypto::unbase64(crypto::base64(std::string(32, '\x7f')))->size() == 32);
+}
+
+TEST_CASE("token responses: expires_in forms and error classes") {
+  auto ok =
+      parse_token_response(200, R"({"access_token":"a","refresh_token":"r","expires_in":"3600"})");
+  CHECK(ok.failure == TokenFailure::none);
+  CHECK(ok.refresh_token == "r");
+  CHECK(ok.expires_in == Millis(3600000));
+  auto zendesk = parse_token_response(200, R"({"access_token":"a","token_type":"Bearer"})");
+  CHECK(zendesk.failure == TokenFailure::none);
+  CHECK_FALSE(zendesk.expires_in);
+  CHECK(zendesk.refresh_token.empty());
+  CHECK(parse_token_response(200, R"({"expires_in":5})").failure == TokenFailure::transient);
+  auto grant = parse_token_response(400, R"({"error":"invalid_grant"})");
+  CHECK(grant.failure == TokenFailure::permanent);
+  CHECK(grant.error == "invalid_grant");
+  CHECK(parse_token_response(401, "").failure == TokenFailure::permanent);  // Chip: bare 401
+  CHECK(parse_token_response(401, "").error == "http_401");
+  CHECK(parse_token_response(400, R"({"code":400000,"message":"x"})").error == "comm100_400000");
+  CHECK(parse_token_response(503, "").failure == TokenFailure::transient);
+  CHECK(parse_token_response(429, "").failure == TokenFailure::transient);
+}
+
+TEST_CASE("token requests follow each policy") {
+  auto policies = load_policies({std::filesystem::path(GATEWAY_SOURCE_DIR) / "policies"});
+  auto make = [&](const std::string& policy, StringMap vars) {
+    Integration integ;
+    integ.policy = policies.at(policy);
+    integ.config.client_id = "cid";
+    integ.config.client_secret = "sec";
+    auto c = std::make_shared<Connection>();
+    c->id = "x";
+    REQUIRE(prepare_connection(*c, integ, vars) == "");
+    return c;
+  };
+  std::string error;
+  auto chime = make("chime", {});
+  auto r = build_token_request(*chime, {}, "refresh_token", {{"refresh_token", "rt"}}, &error);
+  REQUIRE(r);
+  CHECK(r->method == "POST");
+  CHECK(r->url == "https://chime.me/api/user-web/oauth/token");
+  CHECK(r->body == "grant_type=refresh_token&refresh_token=rt");
+  CHECK(r->headers.front().second == "Basic " + crypto::base64("cid:sec"));
+
+  auto chip = make("chip", {});
+  r = build_token_request(*chip, {}, "refresh_token", {{"refresh_token", "rt"}}, &error);
+  REQUIRE(r);
+  CHECK(r->method == "GET");
+  CHECK(r->url ==
+        "https://api.getchip.tech/oauth/refresh?grant_type=refresh_token&refresh_token=rt"
+        "&client_id=cid&client_secret=sec");
+  CHECK(r->body.empty());
+
+  auto comm100 = make("comm100", {{"site_id", "42"}});
+  r = build_token_request(*comm100, {}, "password", {}, &error);
+  CHECK_FALSE(r);  // the password grant needs {email} and {password}
+  comm100->credentials = {{"email", "a@b.c"}, {"password", "p w"}};
+  r = build_token_request(*comm100, {}, "password", {}, &error);
+  REQUIRE(r);
+  CHECK(r->url == "https://hosted.comm100.com/oauth/token");
+  CHECK(r->body == "grant_type=password&email=a%40b.c&password=p+w");  // no client auth
+  r = build_token_request(*comm100, {}, "client_credentials", {{"redirect_uri", "https://g/cb"}},
+                          &error);
+  REQUIRE(r);
+  CHECK(r->body ==
+        "grant_type=client_credentials&redirect_uri=https%3A%2F%2Fg%2Fcb&siteId=42"
+        "&client_id=cid&client_secret=sec");
+
+  auto zendesk = make("zendesk-chat", {{"subdomain", "acme"}});
+  UrlOverrides urls;
+  urls.token_url = "https://127.0.0.1:9/token";
+  r = build_token_request(*zendesk, urls, "authorization_code",
+                          {{"code", "c0de"}, {"redirect_uri", "https://g/cb"}}, &error);
+  REQUIRE(r);
+  CHECK(r->url == "https://127.0.0.1:9/token");
+  CHECK(r->body ==
+        "grant_type=authorization_code&code=c0de&redirect_uri=https%3A%2F%2Fg%2Fcb"
+        "&scope=read+write&client_id=cid&client_secret=sec");
+}
