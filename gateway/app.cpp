@@ -8,6 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
 
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <thread>
@@ -173,8 +174,8 @@ class Gateway {
                                      workers_[next++ % workers_.size()]->ioc.get_executor());
     }
 
-    asio::signal_set signals(workers_[0]->ioc, SIGTERM, SIGINT, SIGHUP);
-    wait_signal(signals);
+    auto signals = std::make_unique<asio::signal_set>(workers_[0]->ioc, SIGTERM, SIGINT, SIGHUP);
+    wait_signal(*signals);
 
     log::event(log::Level::info, "gateway started",
                {{"version", GATEWAY_VERSION},
@@ -189,6 +190,12 @@ class Gateway {
       pool.emplace_back([w = workers_[i].get()] { w->ioc.run(); });
     workers_[0]->ioc.run();
     for (auto& t : pool) t.join();
+    // Removing the signal set restores the default actions; a late SIGTERM (a supervisor
+    // repeating itself) must not turn a clean drained exit into death by signal.
+    signals.reset();
+    std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGINT, SIG_IGN);
+    std::signal(SIGHUP, SIG_IGN);
     log::info("gateway stopped");
     return 0;
   }

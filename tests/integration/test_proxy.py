@@ -425,7 +425,10 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(digest.hexdigest(), want.hexdigest())
         peak = peak_rss_kb(self.gw.proc.pid)
         print("\n[measure] 100 MB up + 100 MB down: gateway peak RSS %.1f MiB" % (peak / 1024))
-        self.assertLess(peak, 64 * 1024)
+        # AddressSanitizer's shadow memory and quarantine make RSS meaningless there; the
+        # byte-identical transfer is still checked on that build.
+        if os.environ.get("GATEWAY_SANITIZED") != "1":
+            self.assertLess(peak, 64 * 1024)
 
     def test_sequential_requests_share_one_upstream_connection(self):
         sim = self.sims["zendesk"]

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Side-by-side proxy benchmark: wrk through nginx, haproxy and the gateway to the same
+upstream (nginx, 1 worker, a 103-byte answer over TLS with a CA made here), each proxy
+injecting the same Bearer header, interleaved round by round. Prints req/s, p50/p99 and the
+proxy's CPU microseconds per request, each as a ratio to haproxy in the same round.
+
+  python3 benchmarks/bench.py [--duration 10] [--rounds 3] [--connections 64,256]
+
+Everything listens on 127.0.0.1; nothing leaves the machine. The gateway forwards to HTTPS
+upstreams only (its contract), so the plain-upstream column of the issue is not measured.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+GATEWAY = os.environ.get("GATEWAY_BIN", os.path.join(ROOT, "build", "gateway"))
+BODY = "x" * 103
+TOKEN = "bench-" + os.urandom(8).hex()
+
+
+def port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(p, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", p), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nothing listens on %d" % p)
+
+
+def cpu_seconds(pids):
+    total = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            pass
+    return total
+
+
+def children(pid):
+    out = [pid]
+    try:
+        for line in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split():
+            out.append(int(line))
+    except OSError:
+        pass
+    return out
+
+
+def make_certs(d):
+    def run(*a):
+        subprocess.run(a, check=True, capture_output=True)
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", d + "/ca.key", "-out", d + "/ca.pem", "-days", "1", "-subj", "/CN=bench CA")
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", d + "/up.key", "-out", d + "/up.csr", "-subj", "/CN=upstream")
+    with open(d + "/up.ext", "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    run("openssl", "x509", "-req", "-in", d + "/up.csr", "-CA", d + "/ca.pem", "-CAkey", d + "/ca.key",
+        "-CAcreateserial", "-out", d + "/up.pem", "-days", "1", "-extfile", d + "/up.ext")
+
+
+def nginx(d, name, server_block):
+    conf = os.path.join(d, name + ".conf")
+    with open(conf, "w") as f:
+        f.write("""worker_processes 1; daemon off; pid %s/%s.pid; error_log %s/%s.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+%s }
+""" % (d, name, d, name, server_block))
+    return subprocess.Popen(["nginx", "-c", conf, "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wrk(url, connections, duration):
+    r = subprocess.run(["wrk", "-t2", "-c%d" % connections, "-d%ds" % duration, "--latency", url],
+                       capture_output=True, text=True)
+    out = r.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+
+    def pct(p):
+        m = re.search(r"\s%s%%\s+([\d.]+)(us|ms|s)" % p, out)
+        v = float(m.group(1))
+        return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "requests": total, "p50": pct("50"), "p99": pct("99"),
+            "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", default="64,256")
+    args = ap.parse_args()
+    for tool in ("nginx", "haproxy", "wrk"):
+        if not shutil.which(tool):
+            sys.exit("%s is missing: run scripts/setup.sh" % tool)
+    d = tempfile.mkdtemp(prefix="gwbench-")
+    make_certs(d)
+    procs = []
+    up = port()
+    procs.append(nginx(d, "upstream", """server { listen 127.0.0.1:%d ssl; ssl_certificate %s/up.pem;
+  ssl_certificate_key %s/up.key; location / { return 200 '%s'; } }""" % (up, d, d, BODY)))
+    ng = port()
+    procs.append(nginx(d, "proxy", """upstream vendor { server 127.0.0.1:%d; keepalive 256; }
+server { listen 127.0.0.1:%d; location / {
+  proxy_pass https://vendor; proxy_http_version 1.1; proxy_set_header Connection "";
+  proxy_set_header Authorization "Bearer %s"; proxy_ssl_verify on;
+  proxy_ssl_trusted_certificate %s/ca.pem; proxy_ssl_name 127.0.0.1; proxy_ssl_session_reuse on; } }"""
+                       % (up, ng, TOKEN, d)))
+    proxies = {"nginx 1w": ("nginx", ng, procs[-1])}
+    for threads in (1, 2):
+        hp = port()
+        cfg = os.path.join(d, "haproxy%d.cfg" % threads)
+        with open(cfg, "w") as f:
+            f.write("""global
+  nbthread %d
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:%d
+  http-request set-header Authorization "Bearer %s"
+  default_backend be
+backend be
+  server up 127.0.0.1:%d ssl verify required ca-file %s/ca.pem verifyhost 127.0.0.1 alpn http/1.1
+""" % (threads, hp, TOKEN, up, d))
+        p = subprocess.Popen(["haproxy", "-f", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(p)
+        proxies["haproxy %dt" % threads] = ("haproxy", hp, p)
+    for threads in (1, 2):
+        gp, ap_ = port(), port()
+        cfg = {"listen": {"address": "127.0.0.1", "port": gp},
+               "admin": {"address": "127.0.0.1", "port": ap_}, "threads": threads,
+               "policies": [os.path.join(ROOT, "policies")], "store": {"kind": "memory"},
+               "upstream": {"ca_file": d + "/ca.pem", "max_idle_per_host": 512},
+               "log": {"level": "warn", "access_log": False},
+               "limits": {"max_connections": 20000},
+               "integrations": [{"name": "v", "policy": "chime",
+                                 "overrides": {"upstream": "https://127.0.0.1:%d" % up}}],
+               "connections": [{"id": "a", "integration": "v", "grant": "static",
+                                "credentials": {"access_token": TOKEN}}]}
+        path = os.path.join(d, "gateway%d.yaml" % threads)
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        p = subprocess.Popen([GATEWAY, "--config", path], stdout=subprocess.DEVNULL)
+        procs.append(p)
+        proxies["gateway %dt" % threads] = ("gateway", gp, p)
+    try:
+        for _, p, _ in proxies.values():
+            wait_port(p)
+        wait_port(up)
+        results = {}
+        conns = [int(c) for c in args.connections.split(",")]
+        for rnd in range(args.rounds):
+            for c in conns:
+                for name, (kind, p, proc) in proxies.items():
+                    path = "/v/bench" if kind == "gateway" else "/bench"
+                    wrk("http://127.0.0.1:%d%s" % (p, path), c, 1)  # warm the pools
+                    pids = children(proc.pid)
+                    before = cpu_seconds(pids)
+                    res = wrk("http://127.0.0.1:%d%s" % (p, path), c, args.duration)
+                    res["cpu_us"] = (cpu_seconds(pids) - before) / max(res["requests"], 1) * 1e6
+                    results.setdefault((name, c), []).append(res)
+                    print("round %d, %s, c%d: %.0f req/s, p99 %.2f ms, %.1f us CPU/req, %d non-2xx"
+                          % (rnd + 1, name, c, res["rps"], res["p99"], res["cpu_us"], res["non2xx"]),
+                          file=sys.stderr)
+        print("\nProxy benchmark: TLS upstream (nginx 1 worker, %d-byte answer), wrk -t2, %d s x %d rounds, medians"
+              % (len(BODY), args.duration, args.rounds))
+        print("| proxy | conns | req/s | vs haproxy | p50 ms | p99 ms | vs haproxy | CPU us/req | vs haproxy | non-2xx |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for c in conns:
+            for name in proxies:
+                rs = results[(name, c)]
+                med = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "cpu_us", "non2xx")}
+                threads = name.split()[-1]
+                ref_name = "haproxy 2t" if threads in ("2t",) else "haproxy 1t"
+                ref = {k: statistics.median(r[k] for r in results[(ref_name, c)]) for k in ("rps", "p99", "cpu_us")}
+                print("| %s | %d | %.0f | %.2fx | %.2f | %.2f | %.2fx | %.1f | %.2fx | %d |"
+                      % (name, c, med["rps"], med["rps"] / ref["rps"], med["p50"], med["p99"],
+                         med["p99"] / ref["p99"], med["cpu_us"], med["cpu_us"] / ref["cpu_us"], med["non2xx"]))
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
