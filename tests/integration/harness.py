@@ -182,6 +182,16 @@ class Gateway:
     def access_log(self):
         return [l for l in self.json_lines() if l.get("type") == "access"]
 
+    def wait_lines(self, predicate, count=1, timeout=3):
+        """The JSON lines matching `predicate`, once at least `count` arrived (log lines are
+        written after the answer and read by another thread, so they may trail it)."""
+        deadline = time.time() + timeout
+        while True:
+            found = [l for l in self.json_lines() if predicate(l)]
+            if len(found) >= count or time.time() > deadline:
+                return found
+            time.sleep(0.02)
+
     def conn(self, timeout=30):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 

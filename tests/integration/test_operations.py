@@ -164,7 +164,7 @@ class OperationsTest(unittest.TestCase):
                 text = r.read().decode()
             self.assertIn('gateway_config_reloads_total{result="error"} 1', text)
             self.assertIn('gateway_config_reloads_total{result="ok"} 1', text)
-            refused = [l for l in gw.json_lines() if "reload refused" in l.get("msg", "")]
+            refused = gw.wait_lines(lambda l: "reload refused" in l.get("msg", ""))
             self.assertEqual(len(refused), 1)
         finally:
             gw.stop()

@@ -134,7 +134,9 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(header(rec, "Authorization"), [])
         self.assert_clean(rec)
         # The access log shows the path with the injected parameter's value redacted.
-        paths = [l["path"] for l in self.gw.access_log() if l["integration"] == "chip"]
+        paths = [l["path"] for l in self.gw.wait_lines(
+            lambda l: l.get("type") == "access" and l["integration"] == "chip"
+            and "access_token=REDACTED" in l["path"])]
         self.assertTrue(any("access_token=REDACTED" in p for p in paths), paths)
 
     def test_comm100_oauth_bearer(self):
