@@ -36,7 +36,7 @@ for vendor in chime zendesk chip comm100; do
   python3 tests/fakes/vendor_sim.py --vendor "$vendor" --port "$port" \
     --cert "$run/ca/sim.pem" --key "$run/ca/sim.key" \
     --client-id demo-client --client-secret "$(cat "$run/client.secret")" \
-    --redirect-uri http://127.0.0.1:9090/oauth/callback \
+    --redirect-uri http://localhost:9090/oauth/callback \
     --seed-token "$(cat "$run/demo.token")" \
     --api-key "agent@acme.example:$(cat "$run/demo.apikey")" > /dev/null &
   pids+=($!)

@@ -1,6 +1,6 @@
 // The seam between the proxy and the token lifecycle: the proxy asks for a connection's
 // credential before each request and reports a rejection; the provider decides whether to
-// wait for, start or share a refresh. Static credentials and the OAuth cache implement it.
+// wait for, start or share a refresh. TokenCache implements it (static credentials too).
 #pragma once
 #include <boost/asio/awaitable.hpp>
 
@@ -25,15 +25,6 @@ class TokenProvider {
   // none when a replay cannot help.
   virtual boost::asio::awaitable<CredentialResult> rejected(
       std::shared_ptr<Connection> c, std::shared_ptr<const Credential> used) = 0;
-};
-
-// Credentials fixed in the config (grant: static): an access token or an API key. A
-// rejection cannot be cured by refreshing, so the answer is passed through.
-class StaticTokenProvider final : public TokenProvider {
- public:
-  boost::asio::awaitable<CredentialResult> acquire(std::shared_ptr<Connection> c) override;
-  boost::asio::awaitable<CredentialResult> rejected(
-      std::shared_ptr<Connection> c, std::shared_ptr<const Credential> used) override;
 };
 
 }  // namespace gw
