@@ -76,6 +76,8 @@ class Browser:
                      "--disable-component-update", "--disable-sync",
                      "--ignore-certificate-errors", "--user-data-dir=" + self.profile]}}}}
         self.session = self.call("POST", "/session", caps)["value"]["sessionId"]
+        # A click returns before the next page loads: element look-ups wait for it.
+        self.s("POST", "/timeouts", {"implicit": 10000})
 
     def call(self, method, path, body=None):
         data = json.dumps(body).encode() if body is not None else None
