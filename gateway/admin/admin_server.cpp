@@ -138,7 +138,7 @@ const std::regex kConnectionId("^[A-Za-z0-9._-]{1,128}$");
 
 }  // namespace
 
-std::string connection_json(const Connection& c) {
+nlohmann::json connection_json(const Connection& c) {
   auto cred = c.current();
   json j = {{"id", c.id}, {"integration", c.integration}, {"grant", c.grant}};
   {
@@ -156,7 +156,7 @@ std::string connection_json(const Connection& c) {
     refresh_expires = iso_time(cred->issued_at + *c.policy->oauth->refresh_token_lifetime);
   j["refresh_expires_at"] = refresh_expires;
   j["vars"] = c.vars;
-  return j.dump();
+  return j;
 }
 
 AdminServer::AdminServer(asio::io_context& ioc, AdminContext context,
@@ -312,8 +312,7 @@ asio::awaitable<AdminResponse> AdminServer::connections_api(const AdminRequest& 
     if (req.method() != http::verb::get)
       co_return error_response(http::status::method_not_allowed, "method_not_allowed", "use GET");
     json list = json::array();
-    for (const auto& [id, c] : routes->connections)
-      list.push_back(json::parse(connection_json(*c)));
+    for (const auto& [id, c] : routes->connections) list.push_back(connection_json(*c));
     co_return json_response(http::status::ok, list);
   }
   rest = rest.substr(1);
@@ -330,7 +329,7 @@ asio::awaitable<AdminResponse> AdminServer::connections_api(const AdminRequest& 
     co_return error_response(http::status::not_found, "unknown_connection", "no connection " + id);
   auto conn = it->second;
   if (action.empty() && req.method() == http::verb::get)
-    co_return json_response(http::status::ok, json::parse(connection_json(*conn)));
+    co_return json_response(http::status::ok, connection_json(*conn));
   if (action.empty() && req.method() == http::verb::delete_)
     co_return co_await delete_connection(id);
   if (action == "refresh" && req.method() == http::verb::post) {
@@ -399,7 +398,7 @@ asio::awaitable<AdminResponse> AdminServer::put_connection(const AdminRequest& r
   if (cc.grant == "refresh_token" || cc.grant == "client_credentials" || cc.grant == "password")
     co_await ctx_.cache->refresh_now(conn, RefreshTrigger::initial);
   co_return json_response(existed ? http::status::ok : http::status::created,
-                          json::parse(connection_json(*conn)));
+                          connection_json(*conn));
 }
 
 asio::awaitable<AdminResponse> AdminServer::delete_connection(const std::string& id) {

@@ -7,6 +7,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <functional>
@@ -68,6 +69,6 @@ class AdminServer {
 };
 
 // The JSON view of a connection for the admin API: never a secret.
-std::string connection_json(const Connection& c);
+nlohmann::json connection_json(const Connection& c);
 
 }  // namespace gw

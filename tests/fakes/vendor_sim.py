@@ -536,52 +536,54 @@ class Handler(BaseHTTPRequestHandler):
             answer = {"code": status * 1000, "message": answer.get("error", "error")}
         self.send_json(status, answer, {"Cache-Control": "no-store"})
 
-    def token_chime(self, query, body):
+    def posted_form(self, body):
+        """The prologue of a POST token endpoint: method, fail_token knob, form body.
+        Returns the parameters, or None when it already answered."""
         if self.command != "POST":
-            return self.send_json(405, {"error": "method_not_allowed"})
+            self.send_json(405, {"error": "method_not_allowed"})
+            return None
         if self.token_failure():
-            return
+            return None
         params = self.form(body)
         if params is None:
-            return self.send_json(400, {"error": "invalid_request"})
+            self.send_json(400, {"error": "invalid_request"})
+        return params
+
+    def client_matches(self, client_id, client_secret):
+        return client_id == self.state.client_id and secrets.compare_digest(
+            client_secret or "", self.state.client_secret)
+
+    def token_chime(self, query, body):
+        params = self.posted_form(body)
+        if params is None:
+            return
         scheme, _, value = self.headers.get("Authorization", "").partition(" ")
         client_ok = False
         if scheme == "Basic":
             try:
                 cid, _, secret = base64.b64decode(value, validate=True).decode().partition(":")
-                client_ok = cid == self.state.client_id and secrets.compare_digest(
-                    secret, self.state.client_secret)
+                client_ok = self.client_matches(cid, secret)
             except (ValueError, UnicodeDecodeError):
                 pass
         self.reply(*self.grant(params, client_ok))
 
     def token_form(self, query, body):
-        if self.command != "POST":
-            return self.send_json(405, {"error": "method_not_allowed"})
-        if self.token_failure():
-            return
-        params = self.form(body)
+        params = self.posted_form(body)
         if params is None:
-            return self.send_json(400, {"error": "invalid_request"})
+            return
         if params.get("grant_type") == "password" and self.state.vendor == "comm100":
             client_ok = True  # the password grant carries no client authentication
         else:
-            client_ok = params.get("client_id") == self.state.client_id and secrets.compare_digest(
-                params.get("client_secret", ""), self.state.client_secret)
+            client_ok = self.client_matches(params.get("client_id"), params.get("client_secret"))
         self.reply(*self.grant(params, client_ok))
 
     def token_partner(self, query, body):
-        if self.command != "POST":
-            return self.send_json(405, {"error": "method_not_allowed"})
-        if self.token_failure():
+        params = self.posted_form(body)
+        if params is None:
             return
-        params = self.form(body)
-        if params is None or params.get("grant_type") != "password":
+        if params.get("grant_type") != "password":
             return self.reply(400, {"error": "unsupported_grant_type"})
-        email, password = params.get("email", ""), params.get("password", "")
-        if email in self.state.users and secrets.compare_digest(self.state.users[email], password):
-            return self.reply(200, self.state.issue())
-        self.reply(400, {"error": "invalid_grant"})
+        self.reply(*self.grant(params, True))  # a partner's email and password, no client
 
     def token_chip(self, query, body):
         if self.command != "GET":
@@ -589,8 +591,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.token_failure():
             return
         params = {k: v[0] for k, v in query.items()}
-        client_ok = params.get("client_id") == self.state.client_id and secrets.compare_digest(
-            params.get("client_secret", ""), self.state.client_secret)
+        client_ok = self.client_matches(params.get("client_id"), params.get("client_secret"))
         status, answer = self.grant(params, client_ok)
         if status == 401:
             answer = None  # Chip answers bad client credentials with a bare 401
