@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -52,144 +53,195 @@ RedisReply convert(const redisReply* r) {
 
 }  // namespace
 
+// One connection: the socket and hiredis's reply parser, which keeps unparsed bytes.
+struct RedisConn {
+  std::unique_ptr<beast::tcp_stream> stream;
+  std::unique_ptr<redisReader, decltype(&redisReaderFree)> reader{nullptr, redisReaderFree};
+  void close() {
+    stream.reset();
+    reader.reset();
+  }
+};
+
 struct RedisClient::Impl {
   asio::io_context ioc{1};
   asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};
   std::thread thread;
   std::string host, port, password, db;
   Millis timeout;
-  std::unique_ptr<beast::tcp_stream> stream;
-  std::unique_ptr<redisReader, decltype(&redisReaderFree)> reader{nullptr, redisReaderFree};
+  RedisConn conn;
   bool busy = false;
   std::deque<std::shared_ptr<asio::steady_timer>> queue;
   std::atomic<bool> reachable{true};
+  std::atomic<bool> subscribed{false};
   std::chrono::steady_clock::time_point next_connect{};
   Millis backoff{0};
 
-  void close() {
-    stream.reset();
-    reader.reset();
+  static RedisResult failure(beast::error_code ec, std::string what) {
+    RedisResult r;
+    r.ec = ec;
+    r.error = std::move(what);
+    return r;
   }
 
-  // One request/reply exchange on the open connection.
-  asio::awaitable<RedisResult> roundtrip(std::vector<std::string> args) {
-    RedisResult result;
-    std::vector<const char*> argv;
-    std::vector<std::size_t> lens;
-    for (const auto& a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    char* cmd = nullptr;
-    int n = redisFormatCommandArgv(&cmd, static_cast<int>(args.size()), argv.data(), lens.data());
-    if (n < 0) {
-      result.ec = asio::error::invalid_argument;
-      result.error = "cannot encode the command";
-      co_return result;
-    }
-    std::string bytes(cmd, static_cast<std::size_t>(n));
-    redisFreeCommand(cmd);
-    stream->expires_after(timeout);
-    auto [wec, wn] = co_await asio::async_write(*stream, asio::buffer(bytes), nothrow);
-    if (wec) {
-      result.ec = wec;
-      result.error = "write: " + wec.message();
-      co_return result;
-    }
+  // The next reply on `c`; no deadline when `limit` is zero (a subscription's idle wait).
+  asio::awaitable<RedisResult> read_reply(RedisConn& c, Millis limit) {
     char buf[16 * 1024];
     for (;;) {
       void* raw = nullptr;
-      if (redisReaderGetReply(reader.get(), &raw) != REDIS_OK) {
-        result.ec = asio::error::invalid_argument;
-        result.error = "protocol error";
-        co_return result;
-      }
+      if (redisReaderGetReply(c.reader.get(), &raw) != REDIS_OK)
+        co_return failure(asio::error::invalid_argument, "protocol error");
       if (raw) {
+        RedisResult result;
         result.reply = convert(static_cast<redisReply*>(raw));
         freeReplyObject(raw);
         co_return result;
       }
-      stream->expires_after(timeout);
-      auto [rec, rn] = co_await stream->async_read_some(asio::buffer(buf), nothrow);
-      if (rec) {
-        result.ec = rec;
-        result.error = "read: " + rec.message();
-        co_return result;
-      }
-      redisReaderFeed(reader.get(), buf, rn);
+      if (limit.count())
+        c.stream->expires_after(limit);
+      else
+        c.stream->expires_never();
+      auto [ec, n] = co_await c.stream->async_read_some(asio::buffer(buf), nothrow);
+      if (ec) co_return failure(ec, "read: " + ec.message());
+      redisReaderFeed(c.reader.get(), buf, n);
     }
   }
 
-  asio::awaitable<RedisResult> connect() {
-    RedisResult result;
-    auto now = std::chrono::steady_clock::now();
-    if (now < next_connect) {
-      result.ec = asio::error::try_again;
-      result.error = "reconnecting (backoff)";
-      co_return result;
+  // Writes every command in one go, then reads their replies in order (pipelining).
+  asio::awaitable<std::vector<RedisResult>> exchange(RedisConn& c, std::vector<Command> commands) {
+    std::string bytes;
+    for (const auto& args : commands) {
+      std::vector<const char*> argv;
+      std::vector<std::size_t> lens;
+      for (const auto& a : args) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+      }
+      char* cmd = nullptr;
+      int n = redisFormatCommandArgv(&cmd, static_cast<int>(args.size()), argv.data(), lens.data());
+      if (n < 0)
+        co_return std::vector<RedisResult>(
+            commands.size(), failure(asio::error::invalid_argument, "cannot encode the command"));
+      bytes.append(cmd, static_cast<std::size_t>(n));
+      redisFreeCommand(cmd);
     }
-    stream = std::make_unique<beast::tcp_stream>(ioc);
-    reader.reset(redisReaderCreate());
+    c.stream->expires_after(timeout);
+    auto [wec, wn] = co_await asio::async_write(*c.stream, asio::buffer(bytes), nothrow);
+    if (wec)
+      co_return std::vector<RedisResult>(commands.size(), failure(wec, "write: " + wec.message()));
+    std::vector<RedisResult> results;
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+      auto r = co_await read_reply(c, timeout);
+      if (r.ec) {
+        results.resize(commands.size(), r);
+        break;
+      }
+      results.push_back(std::move(r));
+    }
+    co_return results;
+  }
+
+  // Resolves, connects, authenticates and selects the database on `c`.
+  asio::awaitable<RedisResult> open(RedisConn& c) {
+    c.stream = std::make_unique<beast::tcp_stream>(ioc);
+    c.reader.reset(redisReaderCreate());
     asio::ip::tcp::resolver resolver(ioc);
     auto [rec, eps] = co_await resolver.async_resolve(host, port, nothrow);
     beast::error_code ec = rec;
     if (!ec) {
-      stream->expires_after(timeout);
-      auto [cec, ep] = co_await stream->async_connect(eps, nothrow);
+      c.stream->expires_after(timeout);
+      auto [cec, ep] = co_await c.stream->async_connect(eps, nothrow);
       ec = cec;
     }
     if (ec) {
-      close();
-      backoff = backoff.count() ? std::min(backoff * 2, Millis(5000)) : Millis(100);
-      next_connect = std::chrono::steady_clock::now() + backoff;
-      result.ec = ec;
-      result.error = "connect: " + ec.message();
-      co_return result;
+      c.close();
+      co_return failure(ec, "connect: " + ec.message());
     }
-    stream->socket().set_option(asio::ip::tcp::no_delay(true));
-    if (!password.empty()) {
-      std::vector<std::string> auth{"AUTH", password};
-      auto r = co_await roundtrip(std::move(auth));
-      if (!r.ok()) {
-        close();
-        r.error = "AUTH failed";
+    c.stream->socket().set_option(asio::ip::tcp::no_delay(true));
+    c.stream->socket().set_option(asio::socket_base::keep_alive(true));
+    std::vector<Command> hello;
+    if (!password.empty()) hello.push_back({"AUTH", password});
+    if (!db.empty() && db != "0") hello.push_back({"SELECT", db});
+    if (!hello.empty()) {
+      auto rs = co_await exchange(c, std::move(hello));
+      for (std::size_t i = 0; i < rs.size(); ++i) {
+        if (rs[i].ok()) continue;
+        c.close();
+        bool auth = !password.empty() && i == 0;
+        auto r = rs[i];
+        if (!r.ec) r.ec = asio::error::access_denied;
+        r.error = auth ? "AUTH failed" : "SELECT " + db + " failed";
         co_return r;
       }
     }
-    if (!db.empty() && db != "0") {
-      std::vector<std::string> select{"SELECT", db};
-      auto r = co_await roundtrip(std::move(select));
-      if (!r.ok()) {
-        close();
-        r.error = "SELECT " + db + " failed";
-        co_return r;
-      }
-    }
-    backoff = Millis(0);
-    co_return result;
+    co_return RedisResult{};
   }
 
-  asio::awaitable<RedisResult> run(std::vector<std::string> args) {
-    // One command at a time: later callers queue on a timer that the finisher cancels.
+  asio::awaitable<std::vector<RedisResult>> run(std::vector<Command> commands) {
+    // One exchange at a time: later callers queue on a timer that the finisher cancels.
     while (busy) {
       auto t = std::make_shared<asio::steady_timer>(ioc, std::chrono::hours(1));
       queue.push_back(t);
       co_await t->async_wait(nothrow);
     }
     busy = true;
-    RedisResult result;
-    if (!stream) result = co_await connect();
-    if (!result.ec && stream) {
-      result = co_await roundtrip(args);
-      if (result.ec) close();
+    std::vector<RedisResult> results;
+    if (!conn.stream) {
+      if (std::chrono::steady_clock::now() < next_connect) {
+        results.assign(commands.size(), failure(asio::error::try_again, "reconnecting (backoff)"));
+      } else {
+        auto r = co_await open(conn);
+        if (r.ec) {
+          backoff = backoff.count() ? std::min(backoff * 2, Millis(5000)) : Millis(100);
+          next_connect = std::chrono::steady_clock::now() + backoff;
+          results.assign(commands.size(), r);
+        } else {
+          backoff = Millis(0);
+        }
+      }
     }
-    reachable = !result.ec;
+    if (results.empty()) {
+      results = co_await exchange(conn, std::move(commands));
+      if (!results.empty() && results.front().ec) conn.close();
+    }
+    reachable = results.empty() || !results.front().ec;
     busy = false;
     if (!queue.empty()) {
       queue.front()->cancel();
       queue.pop_front();
     }
-    co_return result;
+    co_return results;
+  }
+
+  asio::awaitable<void> subscriber(std::string channel,
+                                   std::function<void(const std::string&)> on_message) {
+    Millis delay(100);
+    asio::steady_timer pause(ioc);
+    for (;;) {
+      RedisConn c;
+      auto r = co_await open(c);
+      if (!r.ec) {
+        std::vector<Command> subscribe{{"SUBSCRIBE", channel}};
+        auto rs = co_await exchange(c, std::move(subscribe));
+        if (rs.front().ok()) {
+          subscribed = true;
+          delay = Millis(100);
+          on_message("");
+          for (;;) {
+            auto m = co_await read_reply(c, Millis(0));
+            if (m.ec) break;
+            const auto& e = m.reply.elements;
+            if (m.reply.type == RedisReply::Type::array && e.size() == 3 && e[0].str == "message")
+              on_message(e[2].str);
+          }
+          subscribed = false;
+        }
+      }
+      c.close();
+      pause.expires_after(delay);
+      co_await pause.async_wait(nothrow);
+      delay = std::min(delay * 2, Millis(5000));
+    }
   }
 };
 
@@ -215,12 +267,32 @@ RedisClient::~RedisClient() {
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
-asio::awaitable<RedisResult> RedisClient::exec(std::vector<std::string> args) {
-  co_return co_await asio::co_spawn(impl_->ioc, impl_->run(std::move(args)), asio::use_awaitable);
+asio::awaitable<RedisResult> RedisClient::exec(Command args) {
+  std::vector<Command> one;
+  one.push_back(std::move(args));
+  auto rs = co_await asio::co_spawn(impl_->ioc, impl_->run(std::move(one)), asio::use_awaitable);
+  co_return std::move(rs.front());
 }
 
-RedisResult RedisClient::exec_blocking(std::vector<std::string> args) {
-  return asio::co_spawn(impl_->ioc, impl_->run(std::move(args)), asio::use_future).get();
+RedisResult RedisClient::exec_blocking(Command args) {
+  std::vector<Command> one;
+  one.push_back(std::move(args));
+  return pipeline_blocking(std::move(one)).front();
+}
+
+std::vector<RedisResult> RedisClient::pipeline_blocking(std::vector<Command> commands) {
+  if (commands.empty()) return {};
+  return asio::co_spawn(impl_->ioc, impl_->run(std::move(commands)), asio::use_future).get();
+}
+
+void RedisClient::subscribe(std::string channel,
+                            std::function<void(const std::string&)> on_message) {
+  asio::co_spawn(impl_->ioc, impl_->subscriber(std::move(channel), std::move(on_message)),
+                 asio::detached);
+}
+
+bool RedisClient::subscribed() const {
+  return impl_->subscribed.load();
 }
 
 }  // namespace gw

@@ -299,10 +299,13 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
   auto renewing = std::make_shared<bool>(false);
   if (lock_ && oauth && !grant.empty()) {
     owner = crypto::base64(crypto::random_bytes(12));
-    Millis lease = refresh_cfg.timeout * 2;
-    auto deadline = std::chrono::steady_clock::now() + refresh_cfg.timeout * 4;
-    asio::steady_timer pause(executor);
+    const Millis configured = rt->config.store.redis.lock_lease;
+    const Millis lease = configured.count() ? configured : refresh_cfg.timeout * 2;
+    // Wait for the holder's refresh (renewed while it runs) plus a lease for a dead holder.
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::max(refresh_cfg.timeout * 4, refresh_cfg.timeout + lease * 3);
     for (;;) {
+      const auto seen = lock_->update_generation(c->id);
       auto outcome = co_await lock_->acquire(c->id, owner, lease);
       if (outcome == RefreshLock::Outcome::unavailable) {
         // No refresh without the lock: a rotated token that could not be saved is lost.
@@ -350,8 +353,8 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
         skip = true;
         break;
       }
-      pause.expires_after(std::chrono::milliseconds(100));
-      co_await pause.async_wait(nothrow);
+      // Woken by the holder's save or release (pub/sub); polling is the fallback.
+      co_await lock_->wait_update(c->id, seen, Millis(500));
     }
   }
 

@@ -4,7 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <fstream>
+#include <list>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -191,23 +197,65 @@ std::unique_ptr<TokenStore> make_store(const StoreConfig& config, Millis redis_t
 
 namespace {
 
-// KEYS[1] record; ARGV version, sealed. Refuses to replace a newer version.
+// KEYS[1] record, KEYS[2] id set; ARGV version, sealed, notification channel, id.
+// Refuses to replace a newer version; announces the change to the other replicas.
 constexpr const char* kCasScript = R"(
 local v = redis.call('HGET', KEYS[1], 'version')
 if v and tonumber(v) > tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'sealed', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1)";
 constexpr const char* kRenewScript = R"(
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0)";
+// KEYS[1] lock; ARGV owner, notification channel, id. Waiters wake on the release too.
 constexpr const char* kReleaseScript = R"(
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
 return 0)";
 
 }  // namespace
 
+struct RedisStore::Notifications {
+  struct Waiter {
+    std::string id;
+    std::shared_ptr<boost::asio::steady_timer> timer;
+  };
+  std::mutex mutex;
+  std::uint64_t all = 0;                        // bumped whenever messages may have been missed
+  std::map<std::string, std::uint64_t> per_id;  // bumped by each message about a record
+  std::list<Waiter> waiters;
+
+  std::uint64_t generation_locked(const std::string& id) const {
+    auto it = per_id.find(id);
+    return all + (it == per_id.end() ? 0 : it->second);
+  }
+  std::uint64_t generation(const std::string& id) {
+    std::lock_guard lock(mutex);
+    return generation_locked(id);
+  }
+
+  // On the Redis client's thread: wake whoever waits on `id` (everyone for "").
+  void notify(const std::string& id) {
+    std::lock_guard lock(mutex);
+    if (id.empty())
+      ++all;
+    else
+      ++per_id[id];
+    for (auto& w : waiters)
+      if (id.empty() || w.id == id)
+        boost::asio::post(w.timer->get_executor(), [t = w.timer] { t->cancel(); });
+  }
+};
+
 RedisStore::RedisStore(const StoreConfig& config, Millis timeout)
-    : prefix_(config.redis.prefix), key_(decode_key(config.key, "store.key")) {
+    : prefix_(config.redis.prefix),
+      key_(decode_key(config.key, "store.key")),
+      notifications_(std::make_shared<Notifications>()) {
   for (std::size_t i = 0; i < config.previous_keys.size(); ++i)
     previous_keys_.push_back(
         decode_key(config.previous_keys[i], "store.previous_keys[" + std::to_string(i) + "]"));
@@ -216,6 +264,8 @@ RedisStore::RedisStore(const StoreConfig& config, Millis timeout)
   } catch (const std::invalid_argument& e) {
     throw StoreError(e.what());
   }
+  redis_->subscribe(prefix_ + "updates",
+                    [n = notifications_](const std::string& id) { n->notify(id); });
 }
 
 RedisStore::~RedisStore() = default;
@@ -243,33 +293,66 @@ std::map<std::string, TokenRecord> RedisStore::load() {
   if (!ids.ok())
     throw StoreError("cannot read the redis token store: " +
                      (ids.error.empty() ? ids.reply.str : ids.error));
-  for (const auto& e : ids.reply.elements) {
-    auto r = redis_->exec_blocking({"HGET", prefix_ + "record:" + e.str, "sealed"});
-    if (!r.ok()) throw StoreError("cannot read the redis token store: " + r.error);
-    if (r.reply.type != RedisReply::Type::string) continue;
-    auto rec = open_record(e.str, r.reply.str);
-    if (!rec)
-      throw StoreError(
-          "cannot decrypt the redis record of " + e.str +
-          " with store.key or store.previous_keys (wrong key?); it was left untouched");
-    out[e.str] = *rec;
+  // Pipelined reads: one round trip per batch instead of one per record.
+  constexpr std::size_t kBatch = 256;
+  const auto& all = ids.reply.elements;
+  for (std::size_t first = 0; first < all.size(); first += kBatch) {
+    std::vector<RedisClient::Command> batch;
+    for (std::size_t i = first; i < std::min(all.size(), first + kBatch); ++i)
+      batch.push_back({"HGET", prefix_ + "record:" + all[i].str, "sealed"});
+    auto replies = redis_->pipeline_blocking(std::move(batch));
+    for (std::size_t i = 0; i < replies.size(); ++i) {
+      const auto& r = replies[i];
+      const auto& id = all[first + i].str;
+      if (!r.ok()) throw StoreError("cannot read the redis token store: " + r.error);
+      if (r.reply.type != RedisReply::Type::string) continue;
+      auto rec = open_record(id, r.reply.str);
+      if (!rec)
+        throw StoreError(
+            "cannot decrypt the redis record of " + id +
+            " with store.key or store.previous_keys (wrong key?); it was left untouched");
+      out[id] = *rec;
+    }
   }
   return out;
 }
 
 bool RedisStore::save(const TokenRecord& record) {
   auto sealed = crypto::base64(crypto::seal(key_, to_json(record).dump(), record.id));
-  auto r = redis_->exec_blocking({"EVAL", kCasScript, "1", prefix_ + "record:" + record.id,
-                                  std::to_string(record.version), sealed});
-  if (!r.ok()) return false;
-  redis_->exec_blocking({"SADD", prefix_ + "ids", record.id});
-  return true;
+  auto r = redis_->exec_blocking({"EVAL", kCasScript, "2", prefix_ + "record:" + record.id,
+                                  prefix_ + "ids", std::to_string(record.version), sealed,
+                                  prefix_ + "updates", record.id});
+  return r.ok();
 }
 
 bool RedisStore::remove(const std::string& id) {
-  auto r = redis_->exec_blocking({"DEL", prefix_ + "record:" + id});
-  redis_->exec_blocking({"SREM", prefix_ + "ids", id});
-  return r.ok();
+  auto rs = redis_->pipeline_blocking({{"DEL", prefix_ + "record:" + id},
+                                       {"SREM", prefix_ + "ids", id},
+                                       {"PUBLISH", prefix_ + "updates", id}});
+  return rs.front().ok();
+}
+
+bool RedisStore::subscribed() const {
+  return redis_->subscribed();
+}
+
+std::uint64_t RedisStore::update_generation(const std::string& id) {
+  return notifications_->generation(id);
+}
+
+boost::asio::awaitable<void> RedisStore::wait_update(std::string id, std::uint64_t seen,
+                                                     Millis poll) {
+  auto timer =
+      std::make_shared<boost::asio::steady_timer>(co_await boost::asio::this_coro::executor, poll);
+  std::list<Notifications::Waiter>::iterator it;
+  {
+    std::lock_guard lock(notifications_->mutex);
+    if (notifications_->generation_locked(id) != seen) co_return;  // changed already
+    it = notifications_->waiters.insert(notifications_->waiters.end(), {id, timer});
+  }
+  co_await timer->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+  std::lock_guard lock(notifications_->mutex);
+  notifications_->waiters.erase(it);
 }
 
 boost::asio::awaitable<RefreshLock::Outcome> RedisStore::acquire(std::string id, std::string owner,
@@ -289,7 +372,8 @@ boost::asio::awaitable<bool> RedisStore::renew(std::string id, std::string owner
 }
 
 boost::asio::awaitable<void> RedisStore::release(std::string id, std::string owner) {
-  std::vector<std::string> cmd{"EVAL", kReleaseScript, "1", prefix_ + "lock:" + id, owner};
+  std::vector<std::string> cmd{"EVAL", kReleaseScript,      "1", prefix_ + "lock:" + id,
+                               owner,  prefix_ + "updates", id};
   co_await redis_->exec(std::move(cmd));
 }
 

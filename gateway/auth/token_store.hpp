@@ -89,6 +89,11 @@ class RefreshLock {
   // nullopt when there is no record or the store is unreachable (`reachable` says which).
   virtual boost::asio::awaitable<std::optional<TokenRecord>> read(std::string id,
                                                                   bool* reachable) = 0;
+  // Changes of `id`'s record or lock seen so far; wait_update returns once it differs from
+  // `seen` (another replica saved or released) or after `poll` at most, the fallback.
+  virtual std::uint64_t update_generation(const std::string& id) = 0;
+  virtual boost::asio::awaitable<void> wait_update(std::string id, std::uint64_t seen,
+                                                   Millis poll) = 0;
 };
 
 class RedisClient;
@@ -109,6 +114,11 @@ class RedisStore final : public TokenStore, public RefreshLock {
   boost::asio::awaitable<bool> renew(std::string id, std::string owner, Millis lease) override;
   boost::asio::awaitable<void> release(std::string id, std::string owner) override;
   boost::asio::awaitable<std::optional<TokenRecord>> read(std::string id, bool* reachable) override;
+  std::uint64_t update_generation(const std::string& id) override;
+  boost::asio::awaitable<void> wait_update(std::string id, std::uint64_t seen,
+                                           Millis poll) override;
+  // Whether change notifications (`{prefix}updates` pub/sub) are flowing.
+  bool subscribed() const;
 
  private:
   std::optional<TokenRecord> open_record(const std::string& id,
@@ -116,7 +126,9 @@ class RedisStore final : public TokenStore, public RefreshLock {
 
   std::string prefix_, key_;
   std::vector<std::string> previous_keys_;
-  std::unique_ptr<RedisClient> redis_;
+  struct Notifications;  // generations and the timers of replicas waiting on them
+  std::shared_ptr<Notifications> notifications_;
+  std::unique_ptr<RedisClient> redis_;  // last: its thread stops before the rest goes
 };
 
 std::unique_ptr<TokenStore> make_store(const StoreConfig& config, Millis redis_timeout);

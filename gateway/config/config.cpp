@@ -197,10 +197,13 @@ class ConfigLoader {
       reader_.get(n, k, "key", cfg_.store.key);
       reader_.get_list(n, k, "previous_keys", cfg_.store.previous_keys);
       if (auto r = n["redis"]) {
-        if (reader_.check_keys(r, "store.redis", {"url", "prefix", "password"})) {
+        if (reader_.check_keys(r, "store.redis", {"url", "prefix", "password", "lock_lease"})) {
           reader_.get(r, "store.redis", "url", cfg_.store.redis.url);
           reader_.get(r, "store.redis", "prefix", cfg_.store.redis.prefix);
           reader_.get(r, "store.redis", "password", cfg_.store.redis.password);
+          reader_.get_duration(r, "store.redis", "lock_lease", cfg_.store.redis.lock_lease);
+          if (cfg_.store.redis.lock_lease.count() != 0 && cfg_.store.redis.lock_lease < Millis(300))
+            reader_.problem(r["lock_lease"], "store.redis.lock_lease", "must be at least 300ms");
         }
       }
       if (cfg_.store.kind != "file" && cfg_.store.kind != "redis" && cfg_.store.kind != "memory")

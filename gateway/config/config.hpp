@@ -68,6 +68,7 @@ struct RedisConfig {
   std::string url = "redis://127.0.0.1:6379/0";
   std::string prefix = "gateway:";
   std::string password;
+  Millis lock_lease{0};  // 0: twice refresh.timeout
 };
 
 struct StoreConfig {

@@ -52,15 +52,45 @@ def readyz(gw):
         return e.code, e.read().decode()
 
 
+def traffic(gws, pause, count=None, seconds=None):
+    """Each gateway gets its own client sending GET /chime/v1/leads on one keep-alive
+    connection, `count` times or for `seconds`; returns every status, in no order."""
+    statuses = []
+    lock = threading.Lock()
+    start = time.time()
+
+    def worker(gw):
+        c = gw.conn(timeout=30)
+        n = 0
+        while (count is None or n < count) and (seconds is None or time.time() - start < seconds):
+            c.request("GET", "/chime/v1/leads")
+            r = c.getresponse()
+            r.read()
+            with lock:
+                statuses.append(r.status)
+            n += 1
+            time.sleep(pause)
+        c.close()
+
+    threads = [threading.Thread(target=worker, args=(gw,)) for gw in gws]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
 @unittest.skipUnless(shutil.which("redis-server"), "redis-server is installed by scripts/setup.sh")
 class RedisClusterTest(unittest.TestCase):
-    def cluster(self, redis, sim, rt, n, name, timeout="2s"):
+    def cluster(self, redis, sim, rt, n, name, timeout="2s", lease=None):
         key = base64.b64encode(os.urandom(32)).decode()
         gws = []
         for i in range(n):
             cfg = base_config(CA_.cert, W.path)
             cfg["store"] = {"kind": "redis", "key": key,
                             "redis": {"url": "redis://127.0.0.1:%d/0" % redis.port, "prefix": name + ":"}}
+            if lease:
+                cfg["store"]["redis"]["lock_lease"] = lease
             cfg["refresh"] = {"skew": "1s", "timeout": timeout,
                               "backoff": {"initial": "200ms", "max": "1s"}}
             cfg["integrations"] = [{"name": "chime", "policy": "chime", "client_id": "cid",
@@ -79,26 +109,13 @@ class RedisClusterTest(unittest.TestCase):
                   "--token-lifetime", "3")
         gws = self.cluster(redis, sim, rt, 4, "four")
         try:
-            statuses = []
-            lock = threading.Lock()
+            # Every replica listens for the others' saves instead of polling for them.
+            deadline = time.time() + 5
+            while time.time() < deadline and "4" not in redis.cli("PUBSUB", "NUMSUB", "four:updates"):
+                time.sleep(0.05)
+            self.assertEqual(redis.cli("PUBSUB", "NUMSUB", "four:updates").split(), ["four:updates", "4"])
             start = time.time()
-
-            def worker(gw, count):
-                c = gw.conn()
-                for _ in range(count):
-                    c.request("GET", "/chime/v1/leads")
-                    r = c.getresponse()
-                    r.read()
-                    with lock:
-                        statuses.append(r.status)
-                    time.sleep(0.06)
-                c.close()
-
-            threads = [threading.Thread(target=worker, args=(gw, 500)) for gw in gws]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            statuses = traffic(gws, 0.06, count=500)
             elapsed = time.time() - start
             st = sim.state()
             # Tokens live 3 s and are refreshed 1 s ahead: one refresh every ~2 s at most.
@@ -120,6 +137,39 @@ class RedisClusterTest(unittest.TestCase):
                 self.assertNotIn("at-", value)
                 self.assertNotIn("rt-", value)
         finally:
+            for gw in gws:
+                gw.stop()
+            sim.stop()
+            redis.kill()
+
+    def test_token_endpoint_slower_than_the_lease(self):
+        # Lease 2 s, token call 5 s: the holder renews its lease while the call runs, so no
+        # other replica takes the lock and redeems the same single-use refresh token.
+        redis = Redis()
+        rt = secret("rt-seed-" + os.urandom(8).hex())
+        sim = Sim("chime", CERT, KEY, "--client-id", "cid", "--seed-refresh", rt, "--rotate-refresh",
+                  "--token-lifetime", "4")
+        sim.control("/_sim/config", {"token_delay_ms": 5000})
+        gws = self.cluster(redis, sim, rt, 3, "slow", timeout="10s", lease="2s")
+        try:
+            start = time.time()
+            statuses = traffic(gws, 0.1, seconds=20)
+            elapsed = time.time() - start
+            st = sim.state()
+            # Each refresh takes 5 s and its token lives 4 s, refreshed 1 s ahead: one refresh
+            # per >= 8 s, the first at the start.
+            bound = int(elapsed / 8) + 1
+            print("\n[measure] lease 2 s, token call 5 s, 3 replicas, %.1f s: %d token requests "
+                  "(at most %d expiries), %d refresh tokens redeemed twice, %d non-200 of %d"
+                  % (elapsed, st["token_requests"], bound, st["refresh_reuse"],
+                     len([s for s in statuses if s != 200]), len(statuses)))
+            self.assertEqual([s for s in statuses if s != 200], [])
+            self.assertEqual(st["refresh_reuse"], 0)
+            self.assertEqual(st["invalid_grant"], 0)
+            self.assertGreaterEqual(st["token_requests"], 2)
+            self.assertLessEqual(st["token_requests"], bound)
+        finally:
+            sim.control("/_sim/config", {"token_delay_ms": 0})
             for gw in gws:
                 gw.stop()
             sim.stop()

@@ -111,6 +111,21 @@ TEST_CASE("config errors name file, line and key") {
   CHECK(problems[1].rfind("gateway.yaml:7: limits.header_timeout:", 0) == 0);
 }
 
+TEST_CASE("redis store: the refresh lock lease") {
+  TempDir dir;
+  auto ok = dir.write("ok.yaml",
+                      "store: {kind: redis, key: k, redis: {url: \"redis://r:6379/2\", "
+                      "lock_lease: 2s}}\n");
+  CHECK(load_config(ok).store.redis.lock_lease == Millis(2000));
+  auto unset = dir.write("unset.yaml", "store: {kind: redis, key: k}\n");
+  CHECK(load_config(unset).store.redis.lock_lease == Millis(0));  // twice refresh.timeout
+  auto tiny =
+      dir.write("tiny.yaml", "store:\n  kind: redis\n  key: k\n  redis:\n    lock_lease: 50ms\n");
+  auto problems = problems_of(tiny);
+  REQUIRE(problems.size() == 1);
+  CHECK(problems[0] == "tiny.yaml:5: store.redis.lock_lease: must be at least 300ms");
+}
+
 TEST_CASE("env and file references") {
   TempDir dir;
   dir.write("secret.txt", "s3cret\r\n");
