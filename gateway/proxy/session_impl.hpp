@@ -1,6 +1,10 @@
 // One downstream connection: read a request head, route it, get the connection's
 // credential, inject it, stream the request to the vendor, replay once if the vendor
 // rejects the token, stream the answer back, log. The story of STYLE.md, in order.
+//
+// A template over the caller's stream (plain TCP or TLS), included only by
+// session_plain.cpp and session_tls.cpp: one instantiation each, compiled in parallel.
+#pragma once
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -608,26 +612,7 @@ class Session {
 
 }  // namespace
 
-asio::awaitable<void> serve_downstream(tcp::socket socket, Worker& worker) {
-  auto runtime = worker.shared.runtime.load();
-  ++worker.shared.downstream_connections;
-  struct Count {
-    std::atomic<std::int64_t>& n;
-    ~Count() { --n; }
-  } count{worker.shared.downstream_connections};
-  socket.set_option(tcp::no_delay(true));
-  if (runtime->server_tls) {
-    beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *runtime->server_tls);
-    beast::get_lowest_layer(stream).expires_after(runtime->config.limits.header_timeout);
-    auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, nothrow);
-    if (ec) co_return;
-    Session<beast::ssl_stream<beast::tcp_stream>> session(stream, worker);
-    co_await session.run();
-  } else {
-    beast::tcp_stream stream(std::move(socket));
-    Session<beast::tcp_stream> session(stream, worker);
-    co_await session.run();
-  }
-}
+// Serves a plain-TCP caller (session_plain.cpp); serve_downstream is in session_tls.cpp.
+asio::awaitable<void> serve_plain_session(tcp::socket socket, Worker& worker);
 
 }  // namespace gw

@@ -1,0 +1,26 @@
+// The entry of every downstream connection, and the TLS instantiation of the session.
+#include "gateway/proxy/session_impl.hpp"
+
+namespace gw {
+
+asio::awaitable<void> serve_downstream(tcp::socket socket, Worker& worker) {
+  auto runtime = worker.shared.runtime.load();
+  ++worker.shared.downstream_connections;
+  struct Count {
+    std::atomic<std::int64_t>& n;
+    ~Count() { --n; }
+  } count{worker.shared.downstream_connections};
+  socket.set_option(tcp::no_delay(true));
+  if (!runtime->server_tls) {
+    co_await serve_plain_session(std::move(socket), worker);
+    co_return;
+  }
+  beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *runtime->server_tls);
+  beast::get_lowest_layer(stream).expires_after(runtime->config.limits.header_timeout);
+  auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, nothrow);
+  if (ec) co_return;
+  Session<beast::ssl_stream<beast::tcp_stream>> session(stream, worker);
+  co_await session.run();
+}
+
+}  // namespace gw
