@@ -7,7 +7,8 @@ PKGS=(
   libboost1.81-all-dev libboost-url1.81-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev
   prometheus-cpp-dev doctest-dev libhiredis-dev
   openssl curl python3 redis-server prometheus nginx haproxy wrk
-  clang-format chromium chromium-driver python3-yaml
+  clang-format chromium chromium-driver python3-yaml slowhttptest
+  clang libclang-rt-14-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -18,7 +18,7 @@
 #include <regex>
 
 #include "gateway/auth/crypto.hpp"
-#include "gateway/auth/oauth.hpp"
+#include "gateway/auth/token_fetch.hpp"
 #include "gateway/observability/log.hpp"
 #include "gateway/observability/metrics.hpp"
 

@@ -1,11 +1,7 @@
-// The OAuth2 token endpoint client: builds a grant's token request exactly as the policy
-// says (GET or POST, client auth basic/body/query/none, the vendor's parameter names),
-// classifies the answer, and sends it over verified TLS.
+// The OAuth2 token endpoint client, pure half: builds a grant's token request exactly as the
+// policy says (GET or POST, client auth basic/body/query/none, the vendor's parameter
+// names) and classifies the answer. token_fetch.hpp sends it.
 #pragma once
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/ssl/context.hpp>
-
 #include <optional>
 #include <string>
 #include <utility>
@@ -43,11 +39,6 @@ struct TokenResult {
 // Classifies a token endpoint's answer (SPEC 6.4): invalid_grant/invalid_client/400/401 are
 // permanent; 5xx and 429 transient.
 TokenResult parse_token_response(unsigned status, std::string_view body);
-
-// Sends the request and parses the answer; network failures and timeouts are transient.
-boost::asio::awaitable<TokenResult> fetch_token(boost::asio::any_io_executor executor,
-                                                std::shared_ptr<boost::asio::ssl::context> tls,
-                                                TokenRequest request, Millis timeout);
 
 std::string form_encode(const std::vector<std::pair<std::string, std::string>>& params);
 

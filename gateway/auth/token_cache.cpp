@@ -12,7 +12,7 @@
 #include <random>
 
 #include "gateway/auth/crypto.hpp"
-#include "gateway/auth/oauth.hpp"
+#include "gateway/auth/token_fetch.hpp"
 #include "gateway/observability/log.hpp"
 #include "gateway/observability/metrics.hpp"
 #include "gateway/proxy/proxy.hpp"

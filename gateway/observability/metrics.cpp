@@ -42,6 +42,11 @@ struct Registry {
           .Name("gateway_auth_retries_total")
           .Help("Vendor token rejections and what followed")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& upstream_retries =
+      BuildCounter()
+          .Name("gateway_upstream_retries_total")
+          .Help("Requests sent again on a fresh vendor connection, by reason")
+          .Register(*registry);
   prometheus::Family<prometheus::Counter>& refreshes =
       BuildCounter()
           .Name("gateway_token_refreshes_total")
@@ -145,6 +150,12 @@ void auth_retry(const std::string& integration, RetryResult result) {
   std::string res = retry_name(result);
   cached(reg().auth_retries, integration + '\n' + res,
          {{"integration", integration}, {"result", res}})
+      .Increment();
+}
+
+void upstream_stale_retry(const std::string& integration) {
+  reg()
+      .upstream_retries.Add({{"integration", integration}, {"reason", "stale_connection"}})
       .Increment();
 }
 

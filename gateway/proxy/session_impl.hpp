@@ -138,10 +138,47 @@ class Session {
       socket.cancel();
     });
     lowest().expires_never();
-    auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, nothrow);
+    // The whole head is checked raw before Beast parses it: Beast unfolds obs-fold lines
+    // silently, which a proxy must refuse (RFC 9112 5.2) rather than pass on re-framed.
+    beast::error_code ec;
+    for (;;) {
+      std::string_view raw(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+      if (auto end = raw.find("\r\n\r\n"); end != std::string_view::npos) {
+        ec = raw_head_problem(raw.substr(0, end + 2));
+        break;
+      }
+      if (raw.find("\n\n") != std::string_view::npos) {
+        ec = http::error::bad_line_ending;
+        break;
+      }
+      if (buffer_.size() > runtime_->config.limits.max_header_bytes)
+        break;  // Beast answers header_limit
+      auto [rec, rn] = co_await stream_.async_read_some(buffer_.prepare(4096), nothrow);
+      if (rec) {
+        ec = rec != asio::error::eof ? rec
+             : buffer_.size() == 0   ? beast::error_code(http::error::end_of_stream)
+                                     : beast::error_code(http::error::partial_message);
+        break;
+      }
+      buffer_.commit(rn);
+    }
+    if (!ec) {
+      auto [pec, n] = co_await http::async_read_header(stream_, buffer_, parser, nothrow);
+      ec = pec;
+    }
     deadline->done = true;
     timer.cancel();
     co_return std::pair{ec, deadline->fired};
+  }
+
+  // Bare LF line ends and obs-fold continuation lines in a raw request head.
+  static beast::error_code raw_head_problem(std::string_view head) {
+    for (auto i = head.find('\n'); i != std::string_view::npos; i = head.find('\n', i + 1)) {
+      if (i == 0 || head[i - 1] != '\r') return http::error::bad_line_ending;
+      if (i + 1 < head.size() && (head[i + 1] == ' ' || head[i + 1] == '\t'))
+        return http::error::bad_field;
+    }
+    return {};
   }
 
   // A head that could not be read: answer when the peer sent something, then close.
@@ -217,6 +254,27 @@ class Session {
     return false;
   }
 
+  // Request smuggling forms the parser lets through: more than one Content-Length or one
+  // that is not plain digits ("5, 5"); a Transfer-Encoding other than exactly "chunked"
+  // (RFC 9112 6.3: chunked must be final, and we apply no other coding), or next to a
+  // Content-Length.
+  static std::string framing_problem(const http::request<http::buffer_body>& req) {
+    auto te = req.equal_range(http::field::transfer_encoding);
+    auto cl = req.equal_range(http::field::content_length);
+    if (te.first != te.second) {
+      if (cl.first != cl.second) return "both Content-Length and Transfer-Encoding";
+      if (std::next(te.first) != te.second) return "more than one Transfer-Encoding header";
+      if (!beast::iequals(te.first->value(), "chunked"))
+        return "Transfer-Encoding other than chunked";
+    }
+    if (cl.first == cl.second) return {};
+    if (std::next(cl.first) != cl.second) return "more than one Content-Length header";
+    auto v = cl.first->value();
+    if (v.empty() || v.find_first_not_of("0123456789") != std::string_view::npos)
+      return "Content-Length is not a number";
+    return {};
+  }
+
   // Returns whether the downstream connection stays open for another request.
   asio::awaitable<bool> handle(RequestParser& parser) {
     auto& req = parser.get();
@@ -241,6 +299,12 @@ class Session {
       co_return co_await fail(http::status::forbidden, "forbidden", "caller address not allowed");
     if (req.method() == http::verb::connect)
       co_return co_await fail(http::status::bad_request, "bad_request", "CONNECT is not supported");
+    if (auto framing = framing_problem(req); !framing.empty()) {
+      // Beast accepts identical duplicates and lists; a proxy must not (the framing is
+      // ambiguous to whoever parses the message next). The body is unread: the connection ends.
+      co_await send_error(ex, http::status::bad_request, "bad_request", framing, false);
+      co_return false;
+    }
     std::string why;
     auto split = split_target(req.target(), &why);
     if (!split) {
@@ -332,6 +396,7 @@ class Session {
     std::optional<std::uint64_t> length;
     std::string kept;  // the body, while it fits in replay_body_bytes
     bool complete_copy = true;
+    beast::error_code caller_error;  // reading the caller's body failed (not the vendor)
   };
 
   // First attempt: stream the caller's body to the vendor, keeping a copy for a replay.
@@ -364,7 +429,10 @@ class Session {
         lowest().expires_after(cfg.limits.idle_timeout);
         auto [rec, rn] = co_await http::async_read(stream_, buffer_, parser, nothrow);
         if (rec == http::error::need_buffer) rec = {};
-        if (rec) co_return rec;
+        if (rec) {
+          body.caller_error = rec;
+          co_return rec;
+        }
         std::size_t got = kRelayBufferBytes - parser.get().body().size;
         ex.bytes_in += got;
         if (body.complete_copy) {
@@ -438,6 +506,81 @@ class Session {
     co_return keep_alive;
   }
 
+  // The caller's body could not be read (malformed chunks, too large, hang-up, stall):
+  // answer when the socket still allows it, then close. The vendor's side was dropped.
+  asio::awaitable<bool> caller_body_failed(Exchange& ex, beast::error_code ec) {
+    if (ec == http::error::body_limit) {
+      co_await send_error(ex, http::status::payload_too_large, "body_too_large",
+                          "the request body is larger than max_body_bytes", false);
+    } else if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
+               ec == asio::error::eof || ec == asio::error::connection_reset ||
+               ec == beast::error::timeout || ec == asio::error::operation_aborted) {
+      ex.status = 499;  // gone or stalled: nobody to answer (a timeout closed the socket)
+      write_access_log(ex);
+    } else {
+      co_await send_error(ex, http::status::bad_request, "bad_request",
+                          "malformed request body: " + ec.message(), false);
+    }
+    co_return false;
+  }
+
+  struct Trip {
+    std::unique_ptr<UpstreamConnection> up;  // set when the response head arrived
+    UpstreamFailure failure = UpstreamFailure::none;
+    std::string detail;
+    beast::error_code caller_error;  // the caller's body, not the vendor, failed
+    bool reused = false;             // the connection came from the pool
+    bool nothing_received = false;   // the failure left no byte of an answer
+  };
+
+  // One exchange up to the response head: a pooled (or, with `fresh`, a new) connection,
+  // the request (streamed from the caller, or the kept copy), the head of the answer.
+  asio::awaitable<Trip> round_trip(http::request<http::buffer_body>& out, RequestParser& parser,
+                                   Body& body, Exchange& ex,
+                                   std::optional<http::response_parser<http::buffer_body>>& rp,
+                                   const UpstreamTarget& target, bool streaming, bool fresh) {
+    const auto& cfg = runtime_->config;
+    Trip trip;
+    auto acquired =
+        co_await worker_.pool.acquire(target, runtime_->client_tls, cfg.upstream, fresh);
+    if (!acquired.connection) {
+      trip.failure = acquired.failure;
+      trip.detail = std::move(acquired.detail);
+      co_return trip;
+    }
+    auto up = std::move(acquired.connection);
+    trip.reused = up->reused;
+    beast::error_code ec = streaming ? co_await send_streaming(*up, out, parser, body, ex)
+                                     : co_await send_kept(*up, out, body);
+    if (ec) {
+      worker_.pool.discard(std::move(up));
+      trip.caller_error = body.caller_error;
+      trip.failure = classify(ec);
+      trip.detail = "send: " + ec.message();
+      trip.nothing_received = true;
+      co_return trip;
+    }
+    auto& up_lowest = beast::get_lowest_layer(up->stream);
+    do {
+      rp.emplace();
+      rp->body_limit(boost::none);
+      rp->header_limit(64 * 1024);
+      if (out.method() == http::verb::head) rp->skip(true);
+      up_lowest.expires_after(cfg.upstream.response_timeout);
+      auto [rec, rn] = co_await http::async_read_header(up->stream, up->buffer, *rp, nothrow);
+      if (rec) {
+        trip.nothing_received =
+            !rp->got_some() && up->buffer.size() == 0 && rec != beast::error::timeout;
+        worker_.pool.discard(std::move(up));
+        trip.failure = classify(rec);
+        trip.detail = "response: " + rec.message();
+        co_return trip;
+      }
+    } while (rp->get().result_int() / 100 == 1 && rp->get().result_int() != 101);
+    trip.up = std::move(up);
+    co_return trip;
+  }
+
   asio::awaitable<bool> forward(RequestParser& parser, Exchange& ex, const Integration& integ,
                                 std::shared_ptr<Connection> conn, const SplitTarget& split,
                                 std::shared_ptr<const Credential> cred, bool keep_alive) {
@@ -460,40 +603,32 @@ class Session {
     }
 
     bool replayable_method = policy.replay == ReplayMode::all || is_idempotent(ex.method);
+    bool stale_retried = false;
     for (int attempt = 0; attempt < 2; ++attempt) {
       auto out = upstream_head(req, *conn, split, *cred, ex.request_id);
       auto up_start = SteadyClock::now();
-      auto acquired =
-          co_await worker_.pool.acquire(conn->upstream, runtime_->client_tls, cfg.upstream);
-      if (!acquired.connection) {
-        keep_alive = keep_alive && (parser.is_done());
-        co_return co_await upstream_failed(ex, acquired.failure, acquired.detail, keep_alive);
+      std::optional<http::response_parser<http::buffer_body>> rp;
+      auto trip = co_await round_trip(out, parser, body, ex, rp, conn->upstream,
+                                      /*streaming=*/attempt == 0, /*fresh=*/false);
+      if (trip.caller_error) co_return co_await caller_body_failed(ex, trip.caller_error);
+      if (trip.failure != UpstreamFailure::none && trip.reused && !stale_retried &&
+          is_idempotent(ex.method) && parser.is_done() && (!body.present || body.complete_copy) &&
+          trip.nothing_received) {
+        // The vendor closed a pooled connection as we reused it, before answering a byte:
+        // an idempotent request goes again, once, on a fresh connection. (Unlike a 401, a
+        // silent close does not prove the request was not applied, so a POST is not resent
+        // whatever the policy's `replay` says.)
+        stale_retried = true;
+        metrics::upstream_stale_retry(ex.integration);
+        trip = co_await round_trip(out, parser, body, ex, rp, conn->upstream,
+                                   /*streaming=*/false, /*fresh=*/true);
       }
-      auto up = std::move(acquired.connection);
-      beast::error_code ec = attempt == 0 ? co_await send_streaming(*up, out, parser, body, ex)
-                                          : co_await send_kept(*up, out, body);
-      if (ec) {
-        worker_.pool.discard(std::move(up));
+      if (trip.failure != UpstreamFailure::none) {
         // A failure while reading the caller's body ends the downstream connection too.
         keep_alive = keep_alive && parser.is_done();
-        co_return co_await upstream_failed(ex, classify(ec), "send: " + ec.message(), keep_alive);
+        co_return co_await upstream_failed(ex, trip.failure, trip.detail, keep_alive);
       }
-
-      std::optional<http::response_parser<http::buffer_body>> rp;
-      auto& up_lowest = beast::get_lowest_layer(up->stream);
-      do {
-        rp.emplace();
-        rp->body_limit(boost::none);
-        rp->header_limit(64 * 1024);
-        if (req.method() == http::verb::head) rp->skip(true);
-        up_lowest.expires_after(cfg.upstream.response_timeout);
-        auto [rec, rn] = co_await http::async_read_header(up->stream, up->buffer, *rp, nothrow);
-        if (rec) {
-          worker_.pool.discard(std::move(up));
-          co_return co_await upstream_failed(ex, classify(rec), "response: " + rec.message(),
-                                             keep_alive);
-        }
-      } while (rp->get().result_int() / 100 == 1 && rp->get().result_int() != 101);
+      auto up = std::move(trip.up);
       ex.upstream_ms += ms_since(up_start);
       ex.upstream_status = rp->get().result_int();
       metrics::upstream_done(ex.integration, ms_since(up_start) / 1000);

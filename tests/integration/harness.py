@@ -143,11 +143,11 @@ class Gateway:
         with open(self.config_path, "w") as f:
             f.write(to_yaml(config))
 
-    def start(self, timeout=15):
+    def start(self, timeout=15, preexec_fn=None):
         self.log_file = open(self.log_path, "a")
         self.proc = subprocess.Popen([GATEWAY_BIN, "--config", self.config_path],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=self.env)
+                                     text=True, env=self.env, preexec_fn=preexec_fn)
         self.started = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()

@@ -1,0 +1,151 @@
+"""A vendor that misbehaves on purpose, over TLS, for the hostile-vendor tests. The request
+path chooses the fault:
+
+  /ok               200 with a small JSON body naming the path, keep-alive
+  /reset-mid-body   a head promising 100,000 bytes, 1,000 of them, then a TCP reset
+  /garbage          bytes that are not HTTP, then close
+  /stall            reads the request and never answers
+  /stall-mid-body   a head promising 1,000 bytes, 10 of them, then nothing
+  /huge-header      a 200 whose head carries a 100 KiB header
+  /close-on-reuse   answers the first request of a connection (keep-alive) and closes the
+                    connection, unanswered, when a second request arrives on it
+
+Runs in a thread of the test process (start(), stop()); `stats` counts connections and
+requests by path. Listens on 127.0.0.1 only.
+"""
+import json
+import socket
+import ssl
+import struct
+import threading
+
+
+class BrokenVendor:
+    def __init__(self, cert, key):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.url = "https://127.0.0.1:%d" % self.port
+        self.lock = threading.Lock()
+        self.stats = {"connections": 0, "requests": {}}
+        self.stopping = False
+        self.open = []
+
+    def start(self):
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+        with self.lock:
+            for s in self.open:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def count(self, path):
+        with self.lock:
+            return self.stats["requests"].get(path, 0)
+
+    def connections(self):
+        with self.lock:
+            return self.stats["connections"]
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.stats["connections"] += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, raw):
+        try:
+            s = self.ctx.wrap_socket(raw, server_side=True)
+        except (OSError, ssl.SSLError):
+            raw.close()
+            return
+        with self.lock:
+            self.open.append(s)
+        buf = b""
+        served = 0
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1].split("?")[0]
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value.strip())
+                while len(buf) < length:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                buf = buf[length:]
+                with self.lock:
+                    self.stats["requests"][path] = self.stats["requests"].get(path, 0) + 1
+                if not self._answer(s, path, served):
+                    return
+                served += 1
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _answer(self, s, path, served):
+        """Answers one request; False closes the connection."""
+        if path == "/close-on-reuse" and served > 0:
+            return False
+        if path in ("/ok", "/close-on-reuse"):
+            body = json.dumps({"path": path, "served_on_connection": served}).encode()
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            return True
+        if path == "/reset-mid-body":
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"r" * 1000)
+            # SO_LINGER 0: close() sends a TCP reset instead of a clean end.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False
+        if path == "/garbage":
+            s.sendall(b"\x00\x01NOT HTTP AT ALL\r\n\r\n")
+            return False
+        if path == "/stall":
+            self._wait_for_close(s)
+            return False
+        if path == "/stall-mid-body":
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"s" * 10)
+            self._wait_for_close(s)
+            return False
+        if path == "/huge-header":
+            s.sendall(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * (100 * 1024) +
+                      b"\r\nContent-Length: 2\r\n\r\nok")
+            return True
+        s.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    def _wait_for_close(self, s):
+        s.settimeout(60)
+        try:
+            while s.recv(65536):
+                pass
+        except (OSError, ssl.SSLError):
+            pass
