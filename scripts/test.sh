@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up and runs every test: formatting, the unit and integration suites on the
-# normal build, and the whole suite again on an AddressSanitizer + UBSan build.
+# normal build, the whole suite again on an AddressSanitizer + UBSan build, and a short run
+# of every libFuzzer target from its seed corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,3 +20,6 @@ bash scripts/build.sh build-asan -DGATEWAY_SANITIZE=ON
 echo "== tests (ASan + UBSan)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 (cd build-asan && ctest --output-on-failure --timeout 900)
+
+echo "== fuzz (20 s per target)"
+bash scripts/fuzz.sh 20

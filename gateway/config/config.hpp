@@ -1,6 +1,7 @@
 // The gateway's configuration as plain structs (SPEC section 3). Produced by load_config();
 // every value is already validated and every ${env:}/${file:} reference resolved.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <map>

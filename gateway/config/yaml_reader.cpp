@@ -32,6 +32,14 @@ void YamlReader::problem(const YAML::Node& node, const std::string& key, const s
   problems_.add(name_, node.Mark().line + 1, key, what);
 }
 
+std::optional<std::string> YamlReader::key_name(const YAML::Node& key, const std::string& path) {
+  if (!key.IsScalar()) {
+    problem(key, path, "keys must be plain names");
+    return std::nullopt;
+  }
+  return key.Scalar();
+}
+
 std::string YamlReader::join(const std::string& path, std::string_view key) {
   return path.empty() ? std::string(key) : path + "." + std::string(key);
 }
@@ -43,7 +51,9 @@ bool YamlReader::check_keys(const YAML::Node& map, const std::string& path,
     return false;
   }
   for (const auto& item : map) {
-    auto key = item.first.as<std::string>();
+    auto name = key_name(item.first, path);
+    if (!name) continue;
+    const std::string& key = *name;
     bool known = false;
     for (auto a : allowed) known = known || a == key;
     if (!known) problem(item.first, join(path, key), "unknown key");
@@ -192,9 +202,10 @@ bool YamlReader::get_map(const YAML::Node& map, const std::string& path, const c
     return false;
   }
   for (const auto& item : node) {
-    auto name = item.first.as<std::string>();
-    auto value = scalar(item.second, join(k, name));
-    if (value) out[name] = *value;
+    auto name = key_name(item.first, k);
+    if (!name) continue;
+    auto value = scalar(item.second, join(k, *name));
+    if (value) out[*name] = *value;
   }
   return true;
 }

@@ -24,6 +24,8 @@ class YamlReader {
   const std::string& file_name() const { return name_; }
   std::string where(const YAML::Node& node) const;
   void problem(const YAML::Node& node, const std::string& key, const std::string& what);
+  // A mapping key as text; a problem (and nullopt) for a key that is itself a list or map.
+  std::optional<std::string> key_name(const YAML::Node& key, const std::string& path);
 
   // Reports every key of `map` not in `allowed`. Returns false if `map` is not a mapping.
   bool check_keys(const YAML::Node& map, const std::string& path,

@@ -124,7 +124,9 @@ class PolicyLoader {
       return;
     }
     for (const auto& item : n) {
-      auto name = item.first.as<std::string>();
+      auto key = reader_.key_name(item.first, "vars");
+      if (!key) continue;
+      const std::string& name = *key;
       std::string k = "vars." + name;
       if (!reader_.check_keys(item.second, k, {"pattern", "required", "default"})) continue;
       VarSpec spec;
@@ -185,7 +187,9 @@ class PolicyLoader {
         reader_.problem(g, k + ".grants", "must be a mapping");
       } else {
         for (const auto& item : g) {
-          auto grant = item.first.as<std::string>();
+          auto key = reader_.key_name(item.first, k + ".grants");
+          if (!key) continue;
+          const std::string& grant = *key;
           std::string gk = k + ".grants." + grant;
           static const std::set<std::string> known{"authorization_code", "refresh_token",
                                                    "client_credentials", "password"};

@@ -2,6 +2,7 @@
 
 #include <boost/url/encode.hpp>
 #include <boost/url/parse.hpp>
+#include <boost/url/rfc/pchars.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
 #include <boost/url/url.hpp>
 
@@ -160,21 +161,60 @@ bool allowed(const std::vector<AllowRule>& rules, std::string_view method, std::
   return false;
 }
 
-std::string rewrite_query(std::string_view query, std::string_view name, std::string_view value) {
-  boost::urls::url u;
-  boost::core::string_view q(query.data(), query.size());
-  if (!query.empty()) {
-    // Keep the caller's escapes as they are; a malformed one was refused by split_target.
-    if (auto pct = boost::urls::make_pct_string_view(q))
-      u.set_encoded_query(*pct);
-    else
-      u.set_query(q);
+namespace {
+
+bool escape_at(std::string_view s, std::size_t i) {
+  return s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0;
+}
+
+// Appends a caller's query segment, its valid escapes kept, every character a query may not
+// hold raw (space, '#', a stray '%', controls, non-ASCII) percent-encoded.
+void append_query_segment(std::string& out, std::string_view seg) {
+  static constexpr auto allowed = boost::urls::pchars + boost::urls::grammar::lut_chars("/?");
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  for (std::size_t i = 0; i < seg.size(); ++i) {
+    auto c = static_cast<unsigned char>(seg[i]);
+    if (escape_at(seg, i)) {
+      out.append(seg.substr(i, 3));
+      i += 2;
+    } else if (c != '%' && allowed(static_cast<char>(c))) {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
   }
-  boost::core::string_view key(name.data(), name.size());
-  u.params().erase(key);
-  u.params().append({key, boost::core::string_view(value.data(), value.size())});
-  auto out = u.encoded_query();
-  return std::string(out.data(), out.size());
+}
+
+}  // namespace
+
+std::string rewrite_query(std::string_view query, std::string_view name, std::string_view value) {
+  // By hand rather than with Boost.URL's params().erase, which (1.81) leaves a parameter in
+  // place when its value holds a raw '=' ("access_token=a=b"): fuzz_query found that.
+  std::string out;
+  std::size_t pos = 0;
+  while (pos <= query.size() && !query.empty()) {
+    auto amp = query.find('&', pos);
+    auto seg =
+        query.substr(pos, amp == std::string_view::npos ? std::string_view::npos : amp - pos);
+    auto key = seg.substr(0, seg.find('='));
+    if (pct_decode(key).value_or(std::string(key)) != name) {
+      if (!out.empty()) out += '&';
+      append_query_segment(out, seg);
+    }
+    if (amp == std::string_view::npos) break;
+    pos = amp + 1;
+  }
+  if (!out.empty()) out += '&';
+  out.append(name);
+  out += '=';
+  // Unreserved characters only: a '+' left as is would reach most vendors as a space, so a
+  // base64 token ("ab+c/d=") must travel as ab%2Bc%2Fd%3D.
+  auto encoded = boost::urls::encode(boost::core::string_view(value.data(), value.size()),
+                                     boost::urls::unreserved_chars);
+  out.append(encoded.data(), encoded.size());
+  return out;
 }
 
 bool redact(std::string& text, const std::vector<std::string>& secrets) {

@@ -126,6 +126,15 @@ TEST_CASE("redis store: the refresh lock lease") {
   CHECK(problems[0] == "tiny.yaml:5: store.redis.lock_lease: must be at least 300ms");
 }
 
+TEST_CASE("a mapping key that is not a name is a problem, not a crash") {
+  // Found by fuzz_policy: yaml-cpp threw BadConversion out of the loader.
+  TempDir dir;
+  auto file = dir.write("k.yaml", "listen:\n  {a: 1}: 8080\nstore: {kind: memory}\n");
+  auto problems = problems_of(file);
+  REQUIRE(problems.size() == 1);
+  CHECK(problems[0] == "k.yaml:2: listen: keys must be plain names");
+}
+
 TEST_CASE("env and file references") {
   TempDir dir;
   dir.write("secret.txt", "s3cret\r\n");

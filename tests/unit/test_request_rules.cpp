@@ -58,6 +58,11 @@ TEST_CASE("rewrite_query replaces the caller's parameter and encodes the credent
   CHECK(rewrite_query("x=1&access_token=evil&y=%2F", "access_token", "tok") ==
         "x=1&y=%2F&access_token=tok");
   CHECK(rewrite_query("access%5Ftoken=evil", "access_token", "tok") == "access_token=tok");
+  // Found by fuzz_query: a base64 token's '+' reached the vendor raw (read as a space).
+  CHECK(rewrite_query("", "access_token", "ab+c/d=") == "access_token=ab%2Bc%2Fd%3D");
+  // Also fuzz_query's: Boost.URL's erase kept a caller's access_token whose value held '='.
+  CHECK(rewrite_query("x&access_token=a=b&c=1", "access_token", "t") == "x&c=1&access_token=t");
+  CHECK(rewrite_query("q=a b#c%zz", "access_token", "t") == "q=a%20b%23c%25zz&access_token=t");
 }
 
 TEST_CASE("redaction") {
