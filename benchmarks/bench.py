@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -20,7 +21,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -79,7 +82,8 @@ def make_certs(d):
     run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
         "-keyout", d + "/up.key", "-out", d + "/up.csr", "-subj", "/CN=upstream")
     with open(d + "/up.ext", "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1\n")
+        # nginx and haproxy check the DNS name, the gateway the IP literal it connects to.
+        f.write("subjectAltName=DNS:upstream.bench,IP:127.0.0.1\n")
     run("openssl", "x509", "-req", "-in", d + "/up.csr", "-CA", d + "/ca.pem", "-CAkey", d + "/ca.key",
         "-CAcreateserial", "-out", d + "/up.pem", "-days", "1", "-extfile", d + "/up.ext")
 
@@ -93,6 +97,12 @@ http { access_log off; keepalive_requests 1000000;
 %s }
 """ % (d, name, d, name, server_block))
     return subprocess.Popen(["nginx", "-c", conf, "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def upstream_accepted(status_port):
+    """Connections the upstream nginx has accepted so far (stub_status)."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/" % status_port, timeout=5) as r:
+        return int(r.read().decode().split("\n")[2].split()[0])
 
 
 def wrk(url, connections, duration):
@@ -121,18 +131,21 @@ def main():
     for tool in ("nginx", "haproxy", "wrk"):
         if not shutil.which(tool):
             sys.exit("%s is missing: run scripts/setup.sh" % tool)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     d = tempfile.mkdtemp(prefix="gwbench-")
     make_certs(d)
     procs = []
-    up = port()
+    up, status_port = port(), port()
     procs.append(nginx(d, "upstream", """server { listen 127.0.0.1:%d ssl; ssl_certificate %s/up.pem;
-  ssl_certificate_key %s/up.key; location / { return 200 '%s'; } }""" % (up, d, d, BODY)))
+  ssl_certificate_key %s/up.key; location / { return 200 '%s'; } }
+server { listen 127.0.0.1:%d; location / { stub_status; } }""" % (up, d, d, BODY, status_port)))
     ng = port()
     procs.append(nginx(d, "proxy", """upstream vendor { server 127.0.0.1:%d; keepalive 256; }
 server { listen 127.0.0.1:%d; location / {
   proxy_pass https://vendor; proxy_http_version 1.1; proxy_set_header Connection "";
   proxy_set_header Authorization "Bearer %s"; proxy_ssl_verify on;
-  proxy_ssl_trusted_certificate %s/ca.pem; proxy_ssl_name 127.0.0.1; proxy_ssl_session_reuse on; } }"""
+  proxy_ssl_trusted_certificate %s/ca.pem; proxy_ssl_name upstream.bench; proxy_ssl_server_name on; proxy_ssl_session_reuse on; } }"""
                        % (up, ng, TOKEN, d)))
     proxies = {"nginx 1w": ("nginx", ng, procs[-1])}
     for threads in (1, 2):
@@ -153,9 +166,10 @@ frontend fe
   http-request set-header Authorization "Bearer %s"
   default_backend be
 backend be
-  server up 127.0.0.1:%d ssl verify required ca-file %s/ca.pem verifyhost 127.0.0.1 alpn http/1.1
+  server up 127.0.0.1:%d ssl verify required ca-file %s/ca.pem verifyhost upstream.bench sni str(upstream.bench) alpn http/1.1
 """ % (threads, hp, TOKEN, up, d))
-        p = subprocess.Popen(["haproxy", "-f", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(["haproxy", "-f", cfg], stdout=subprocess.DEVNULL,
+                             stderr=open(os.path.join(d, "haproxy%d.err" % threads), "w"))
         procs.append(p)
         proxies["haproxy %dt" % threads] = ("haproxy", hp, p)
     for threads in (1, 2):
@@ -177,7 +191,11 @@ backend be
         procs.append(p)
         proxies["gateway %dt" % threads] = ("gateway", gp, p)
     try:
-        for _, p, _ in proxies.values():
+        time.sleep(0.5)
+        for name, (kind, p, proc) in proxies.items():
+            if proc.poll() is not None:
+                err = os.path.join(d, kind + name.split()[-1].rstrip("tw") + ".err")
+                sys.exit("%s exited at start: %s" % (name, open(err).read() if os.path.exists(err) else "?"))
             wait_port(p)
         wait_port(up)
         results = {}
@@ -189,26 +207,41 @@ backend be
                     wrk("http://127.0.0.1:%d%s" % (p, path), c, 1)  # warm the pools
                     pids = children(proc.pid)
                     before = cpu_seconds(pids)
+                    # Steady state: upstream connections opened between 1 s into the run and
+                    # 0.5 s before its end (the warm-up's callers hang up mid-request, which
+                    # costs any proxy a few pooled connections at the start).
+                    counts = []
+                    timer = threading.Timer(1.0, lambda: counts.append(upstream_accepted(status_port)))
+                    timer2 = threading.Timer(args.duration - 0.5,
+                                             lambda: counts.append(upstream_accepted(status_port)))
+                    timer.start()
+                    timer2.start()
                     res = wrk("http://127.0.0.1:%d%s" % (p, path), c, args.duration)
+                    timer.join()
+                    timer2.join()
                     res["cpu_us"] = (cpu_seconds(pids) - before) / max(res["requests"], 1) * 1e6
+                    res["new_upstream"] = counts[1] - counts[0] - 1  # minus the status call itself
                     results.setdefault((name, c), []).append(res)
-                    print("round %d, %s, c%d: %.0f req/s, p99 %.2f ms, %.1f us CPU/req, %d non-2xx"
-                          % (rnd + 1, name, c, res["rps"], res["p99"], res["cpu_us"], res["non2xx"]),
+                    print("round %d, %s, c%d: %.0f req/s, p99 %.2f ms, %.1f us CPU/req, %d non-2xx, "
+                          "%d new upstream connections" % (rnd + 1, name, c, res["rps"], res["p99"],
+                                                           res["cpu_us"], res["non2xx"], res["new_upstream"]),
                           file=sys.stderr)
         print("\nProxy benchmark: TLS upstream (nginx 1 worker, %d-byte answer), wrk -t2, %d s x %d rounds, medians"
               % (len(BODY), args.duration, args.rounds))
-        print("| proxy | conns | req/s | vs haproxy | p50 ms | p99 ms | vs haproxy | CPU us/req | vs haproxy | non-2xx |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| proxy | conns | req/s | vs haproxy | p50 ms | p99 ms | vs haproxy | CPU us/req | vs haproxy | non-2xx | new upstream conns |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for c in conns:
             for name in proxies:
                 rs = results[(name, c)]
-                med = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "cpu_us", "non2xx")}
+                med = {k: statistics.median(r[k] for r in rs)
+                       for k in ("rps", "p50", "p99", "cpu_us", "non2xx", "new_upstream")}
                 threads = name.split()[-1]
                 ref_name = "haproxy 2t" if threads in ("2t",) else "haproxy 1t"
                 ref = {k: statistics.median(r[k] for r in results[(ref_name, c)]) for k in ("rps", "p99", "cpu_us")}
-                print("| %s | %d | %.0f | %.2fx | %.2f | %.2f | %.2fx | %.1f | %.2fx | %d |"
+                print("| %s | %d | %.0f | %.2fx | %.2f | %.2f | %.2fx | %.1f | %.2fx | %d | %d |"
                       % (name, c, med["rps"], med["rps"] / ref["rps"], med["p50"], med["p99"],
-                         med["p99"] / ref["p99"], med["cpu_us"], med["cpu_us"] / ref["cpu_us"], med["non2xx"]))
+                         med["p99"] / ref["p99"], med["cpu_us"], med["cpu_us"] / ref["cpu_us"], med["non2xx"],
+                         med["new_upstream"]))
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

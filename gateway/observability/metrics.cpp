@@ -6,6 +6,7 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <charconv>
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
@@ -101,17 +102,30 @@ Registry& reg() {
 }
 
 // prometheus-cpp's Family::Add locks and hashes the labels; the request path instead keeps
-// a per-thread cache of the series it has used.
-template <typename Metric, typename... Args>
-Metric& cached(prometheus::Family<Metric>& family, const std::string& key,
-               const prometheus::Labels& labels, Args&&... args) {
+// a per-thread cache of the series it has used, looked up by a key built in a per-thread
+// buffer, so a hit allocates nothing. The labels are built only on a miss.
+template <typename Metric, typename MakeLabels, typename... Args>
+Metric& cached(prometheus::Family<Metric>& family, const std::string& key, MakeLabels make_labels,
+               Args&&... args) {
   thread_local std::unordered_map<const void*, std::unordered_map<std::string, Metric*>> cache;
   auto& per_family = cache[&family];
   auto it = per_family.find(key);
   if (it != per_family.end()) return *it->second;
-  Metric& m = family.Add(labels, std::forward<Args>(args)...);
+  Metric& m = family.Add(make_labels(), std::forward<Args>(args)...);
   per_family.emplace(key, &m);
   return m;
+}
+
+// "a\nb\nc" in a reused per-thread buffer.
+const std::string& series_key(std::string_view a, std::string_view b = {},
+                              std::string_view c = {}) {
+  thread_local std::string key;
+  key.assign(a);
+  key += '\n';
+  key.append(b);
+  key += '\n';
+  key.append(c);
+  return key;
 }
 
 const char* retry_name(RetryResult r) {
@@ -133,24 +147,37 @@ const char* retry_name(RetryResult r) {
 void request_done(const std::string& integration, std::string_view method, unsigned code,
                   double seconds) {
   auto& r = reg();
-  std::string m(method), c = std::to_string(code);
-  cached(r.requests, integration + '\n' + m + '\n' + c,
-         {{"integration", integration}, {"method", m}, {"code", c}})
-      .Increment();
-  cached(r.request_duration, integration, {{"integration", integration}}, kLatency)
+  char digits[8];
+  auto end = std::to_chars(digits, digits + sizeof digits, code).ptr;
+  std::string_view c(digits, static_cast<std::size_t>(end - digits));
+  cached(r.requests, series_key(integration, method, c), [&] {
+    return prometheus::Labels{
+        {"integration", integration}, {"method", std::string(method)}, {"code", std::string(c)}};
+  }).Increment();
+  cached(
+      r.request_duration, integration,
+      [&] {
+        return prometheus::Labels{{"integration", integration}};
+      },
+      kLatency)
       .Observe(seconds);
 }
 
 void upstream_done(const std::string& integration, double seconds) {
-  cached(reg().upstream_duration, integration, {{"integration", integration}}, kLatency)
+  cached(
+      reg().upstream_duration, integration,
+      [&] {
+        return prometheus::Labels{{"integration", integration}};
+      },
+      kLatency)
       .Observe(seconds);
 }
 
 void auth_retry(const std::string& integration, RetryResult result) {
-  std::string res = retry_name(result);
-  cached(reg().auth_retries, integration + '\n' + res,
-         {{"integration", integration}, {"result", res}})
-      .Increment();
+  std::string_view res = retry_name(result);
+  cached(reg().auth_retries, series_key(integration, res), [&] {
+    return prometheus::Labels{{"integration", integration}, {"result", std::string(res)}};
+  }).Increment();
 }
 
 void upstream_stale_retry(const std::string& integration) {

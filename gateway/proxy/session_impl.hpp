@@ -421,13 +421,13 @@ class Session {
       auto [ec, n] = co_await http::async_write(up.stream, sr, nothrow);
       co_return ec == http::error::need_buffer ? beast::error_code{} : ec;
     }
-    auto buf = std::make_unique<char[]>(kRelayBufferBytes);
+    char* buf = relay_buffer();
     do {
       if (!parser.is_done()) {
-        parser.get().body().data = buf.get();
+        parser.get().body().data = buf;
         parser.get().body().size = kRelayBufferBytes;
         lowest().expires_after(cfg.limits.idle_timeout);
-        auto [rec, rn] = co_await http::async_read(stream_, buffer_, parser, nothrow);
+        auto [rec, rn] = co_await http::async_read_some(stream_, buffer_, parser, nothrow);
         if (rec == http::error::need_buffer) rec = {};
         if (rec) {
           body.caller_error = rec;
@@ -437,13 +437,15 @@ class Session {
         ex.bytes_in += got;
         if (body.complete_copy) {
           if (body.kept.size() + got <= cfg.limits.replay_body_bytes) {
-            body.kept.append(buf.get(), got);
+            body.kept.append(buf, got);
           } else {
             body.complete_copy = false;
             std::string().swap(body.kept);
           }
         }
-        out.body().data = buf.get();
+        // No data yet (a read_some may parse only a chunk header): a null buffer asks the
+        // serializer for more; an empty one would end a chunked body there and then.
+        out.body().data = got ? buf : nullptr;
         out.body().size = got;
         out.body().more = !parser.is_done();
       } else {
@@ -686,34 +688,44 @@ class Session {
     ex.status = status;
 
     http::response_serializer<http::buffer_body> sr{out};
-    lowest().expires_after(cfg.limits.idle_timeout);
-    auto [hec, hn] = co_await http::async_write_header(stream_, sr, nothrow);
-    ex.bytes_out += hn;
-    if (hec) {
-      worker_.pool.discard(std::move(up));
-      write_access_log(ex);
-      co_return false;
+    if (!rp.is_done() && up->buffer.size() == 0) {
+      // No body byte has arrived yet: the head goes now (a slow or streamed body must not
+      // hold it back). Otherwise head and first chunk leave in one write below.
+      lowest().expires_after(cfg.limits.idle_timeout);
+      auto [hec, hn] = co_await http::async_write_header(stream_, sr, nothrow);
+      ex.bytes_out += hn;
+      if (hec) {
+        worker_.pool.discard(std::move(up));
+        write_access_log(ex);
+        co_return false;
+      }
     }
-    std::unique_ptr<char[]> buf;
+    char* buf = relay_buffer();
     auto& up_lowest = beast::get_lowest_layer(up->stream);
-    bool upstream_ok = true;
     do {
       if (!rp.is_done()) {
-        if (!buf) buf = std::make_unique<char[]>(kRelayBufferBytes);
-        in.body().data = buf.get();
+        in.body().data = buf;
         in.body().size = kRelayBufferBytes;
         up_lowest.expires_after(cfg.upstream.response_timeout);
-        auto [rec, rn] = co_await http::async_read(up->stream, up->buffer, rp, nothrow);
+        // read_some: whatever arrived goes on at once (a streamed answer is not held back
+        // until the relay buffer fills).
+        auto [rec, rn] = co_await http::async_read_some(up->stream, up->buffer, rp, nothrow);
         if (rec == http::error::need_buffer) rec = {};
         if (rec) {
+          worker_.pool.discard(std::move(up));
+          if (!sr.is_header_done()) {
+            // Nothing reached the caller yet: a clear 502/504 instead of a cut answer.
+            co_return co_await upstream_failed(ex, classify(rec), "response body: " + rec.message(),
+                                               keep_alive);
+          }
           // The answer is half sent: all we can do is end the caller's connection.
-          upstream_ok = false;
           log::event(log::Level::warn, "upstream body failed",
                      {{"request_id", ex.request_id}, {"detail", rec.message()}});
-          break;
+          write_access_log(ex);
+          co_return false;
         }
-        out.body().data = buf.get();
         out.body().size = kRelayBufferBytes - in.body().size;
+        out.body().data = out.body().size ? buf : nullptr;  // see send_streaming
         out.body().more = !rp.is_done();
       } else {
         out.body().data = nullptr;
@@ -731,16 +743,24 @@ class Session {
       }
     } while (!rp.is_done() || !sr.is_done());
 
-    if (upstream_ok && rp.is_done() && rp.keep_alive())
+    if (rp.is_done() && rp.keep_alive())
       worker_.pool.release(std::move(up), cfg.upstream);
     else
       worker_.pool.discard(std::move(up));
     write_access_log(ex);
-    co_return keep_alive&& upstream_ok;
+    co_return keep_alive;
+  }
+
+  // One relay buffer per caller connection, reused by every request on it (bodies are
+  // relayed one direction at a time), allocated on first use and never zeroed.
+  char* relay_buffer() {
+    if (!relay_buffer_) relay_buffer_ = std::make_unique_for_overwrite<char[]>(kRelayBufferBytes);
+    return relay_buffer_.get();
   }
 
   Stream& stream_;
   Worker& worker_;
+  std::unique_ptr<char[]> relay_buffer_;
   beast::flat_buffer buffer_;
   std::shared_ptr<const Runtime> runtime_;
 };

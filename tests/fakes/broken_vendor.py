@@ -7,6 +7,7 @@ path chooses the fault:
   /stall            reads the request and never answers
   /stall-mid-body   a head promising 1,000 bytes, 10 of them, then nothing
   /huge-header      a 200 whose head carries a 100 KiB header
+  /chunked-slowly   a chunked 200 "hello world" whose chunk sizes, data and end arrive apart
   /close-on-reuse   answers the first request of a connection (keep-alive) and closes the
                     connection, unanswered, when a second request arrives on it
 
@@ -18,6 +19,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 
 
 class BrokenVendor:
@@ -119,6 +121,12 @@ class BrokenVendor:
             body = json.dumps({"path": path, "served_on_connection": served}).encode()
             s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            return True
+        if path == "/chunked-slowly":
+            s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            for piece in (b"6\r\n", b" world", b"\r\n", b"0\r\n\r\n"):
+                time.sleep(0.05)  # each piece its own TLS record
+                s.sendall(piece)
             return True
         if path == "/reset-mid-body":
             s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"r" * 1000)

@@ -224,6 +224,11 @@ class BrokenVendorTest(WithBrokenVendor):
     def assert_recovers(self):
         self.assertEqual(self.gw.request("GET", "/v/ok")[0], 200)
 
+    def test_chunked_answer_arriving_in_pieces(self):
+        # A chunk size with no data yet must not end the caller's chunked body early.
+        status, _, body = self.gw.request("GET", "/v/chunked-slowly")
+        self.assertEqual((status, body), (200, b"hello world"))
+
     def test_garbage(self):
         self.assert_error("/v/garbage", 502, "upstream_protocol_error")
         self.assert_recovers()
