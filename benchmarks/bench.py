@@ -64,6 +64,14 @@ def cpu_seconds(pids):
     return total
 
 
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def children(pid):
     out = [pid]
     try:
@@ -198,6 +206,8 @@ backend be
                 sys.exit("%s exited at start: %s" % (name, open(err).read() if os.path.exists(err) else "?"))
             wait_port(p)
         wait_port(up)
+        idle_rss = {name: rss_kib(proc.pid) for name, (kind, p, proc) in proxies.items()
+                    if kind == "gateway"}
         results = {}
         conns = [int(c) for c in args.connections.split(",")]
         for rnd in range(args.rounds):
@@ -242,6 +252,24 @@ backend be
                       % (name, c, med["rps"], med["rps"] / ref["rps"], med["p50"], med["p99"],
                          med["p99"] / ref["p99"], med["cpu_us"], med["cpu_us"] / ref["cpu_us"], med["non2xx"],
                          med["new_upstream"]))
+        # RSS with 1,000 open keep-alive callers, each having made one request.
+        print("\nGateway memory (VmRSS): idle at start, and with 1,000 open keep-alive callers")
+        print("| proxy | idle MiB | 1,000 callers MiB |")
+        print("|---|---|---|")
+        for name, (kind, p, proc) in proxies.items():
+            if kind != "gateway":
+                continue
+            held = []
+            for _ in range(1000):
+                sock = socket.create_connection(("127.0.0.1", p), timeout=10)
+                sock.sendall(b"GET /v/rss HTTP/1.1\r\nHost: x\r\n\r\n")
+                held.append(sock)
+            for sock in held:
+                sock.recv(65536)
+            time.sleep(0.5)
+            print("| %s | %.1f | %.1f |" % (name, idle_rss[name] / 1024, rss_kib(proc.pid) / 1024))
+            for sock in held:
+                sock.close()
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

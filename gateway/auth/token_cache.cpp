@@ -16,6 +16,7 @@
 #include "gateway/observability/log.hpp"
 #include "gateway/observability/metrics.hpp"
 #include "gateway/proxy/proxy.hpp"
+#include "gateway/proxy/routes.hpp"
 
 namespace gw {
 
@@ -420,6 +421,16 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
     co_await lock_->release(c->id, owner);
   }
 
+  if (fresh) {
+    // A reload during the refresh replaced `c` by a successor sharing its lifecycle: the
+    // new token (and rotated refresh token) must reach it too, before any waiter wakes,
+    // or the successor would redeem the spent refresh token and lose the grant.
+    auto latest = runtime_();
+    auto it = latest->routes->connections.find(c->id);
+    if (it != latest->routes->connections.end() && it->second.get() != c.get() &&
+        it->second->lifecycle == c->lifecycle)
+      carry_credential(*c, *it->second);
+  }
   std::vector<std::function<void()>> waiters;
   {
     std::lock_guard lock(c->lifecycle->mutex);

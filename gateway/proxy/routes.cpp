@@ -184,6 +184,12 @@ namespace {
 // Moves `from`'s token onto `to`, rendered for `to`'s (possibly reloaded) policy.
 void move_token(const Connection& from, Connection& to) {
   to.lifecycle = from.lifecycle;
+  carry_credential(from, to);
+}
+
+}  // namespace
+
+void carry_credential(const Connection& from, Connection& to) {
   auto cred = from.current();
   if (!cred) return;
   std::string error;
@@ -196,8 +202,6 @@ void move_token(const Connection& from, Connection& to) {
   fresh->version = cred->version;
   to.publish(std::make_shared<const Credential>(std::move(*fresh)));
 }
-
-}  // namespace
 
 std::shared_ptr<const Routes> carry_over(const Routes& old, std::shared_ptr<const Routes> fresh) {
   auto out = fresh;

@@ -239,6 +239,10 @@ class Gateway:
         if self.proc:
             self.reader.join(5)
             self.log_file.close()
+            # A sanitizer build reports on stderr (merged into the log): any report fails.
+            reports = [l for l in self.lines if "Sanitizer" in l or "runtime error:" in l]
+            if reports:
+                raise AssertionError("sanitizer report from the gateway:\n" + "".join(reports[:20]))
         return self.proc.returncode if self.proc else None
 
 
