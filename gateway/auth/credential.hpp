@@ -12,6 +12,7 @@
 
 #include "gateway/config/config.hpp"
 #include "gateway/policy/policy.hpp"
+#include "gateway/snapshot.hpp"
 
 namespace gw {
 
@@ -78,7 +79,7 @@ class Connection {
   void publish(std::shared_ptr<const Credential> c) { credential_.store(std::move(c)); }
 
  private:
-  std::atomic<std::shared_ptr<const Credential>> credential_;
+  Snapshot<Credential> credential_;
 };
 
 // Renders the policy's inject spec for `token` into a Credential. Nullopt with `error` set

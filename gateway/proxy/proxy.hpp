@@ -13,6 +13,7 @@
 #include "gateway/config/config.hpp"
 #include "gateway/proxy/routes.hpp"
 #include "gateway/proxy/upstream_pool.hpp"
+#include "gateway/snapshot.hpp"
 
 namespace gw {
 
@@ -26,7 +27,7 @@ struct Runtime {
 };
 
 struct ProxyShared {
-  std::atomic<std::shared_ptr<const Runtime>> runtime;
+  Snapshot<Runtime> runtime;
   std::shared_ptr<TokenProvider> tokens;
   UpstreamCounters upstream;
   std::atomic<bool> draining{false};

@@ -129,23 +129,35 @@ bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& tokens
   return false;
 }
 
+// One pass over the pattern keeping the set of path offsets it can have reached, so the cost
+// is pattern length x path length however many stars the pattern holds (a backtracking
+// matcher is exponential in them; the fuzzer found one taking seconds).
 bool glob_match(std::string_view pattern, std::string_view path) {
-  if (pattern.empty()) return path.empty();
-  if (pattern.substr(0, 2) == "**") {
-    auto rest = pattern.substr(2);
-    for (std::size_t i = 0; i <= path.size(); ++i)
-      if (glob_match(rest, path.substr(i))) return true;
-    return false;
-  }
-  if (pattern[0] == '*') {
-    auto rest = pattern.substr(1);
-    for (std::size_t i = 0; i <= path.size(); ++i) {
-      if (glob_match(rest, path.substr(i))) return true;
-      if (i < path.size() && path[i] == '/') break;
+  if (pattern.find('*') == std::string_view::npos) return pattern == path;
+  const std::size_t n = path.size();
+  thread_local std::vector<char> reach, next;
+  reach.assign(n + 1, 0);
+  next.resize(n + 1);
+  reach[0] = 1;
+  for (std::size_t p = 0; p < pattern.size(); ++p) {
+    std::fill(next.begin(), next.end(), 0);
+    if (pattern.compare(p, 2, "**") == 0) {  // any run of characters
+      ++p;
+      char any = 0;
+      for (std::size_t i = 0; i <= n; ++i) next[i] = any = static_cast<char>(any | reach[i]);
+    } else if (pattern[p] == '*') {  // any run without a '/'
+      char run = 0;
+      for (std::size_t i = 0; i <= n; ++i) {
+        run = static_cast<char>(run | reach[i]);
+        next[i] = run;
+        if (i < n && path[i] == '/') run = 0;
+      }
+    } else {
+      for (std::size_t i = 0; i < n; ++i) next[i + 1] = reach[i] && path[i] == pattern[p];
     }
-    return false;
+    reach.swap(next);
   }
-  return !path.empty() && pattern[0] == path[0] && glob_match(pattern.substr(1), path.substr(1));
+  return reach[n] != 0;
 }
 
 bool allowed(const std::vector<AllowRule>& rules, std::string_view method, std::string_view path) {

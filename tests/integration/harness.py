@@ -63,6 +63,25 @@ class CA:
         return cert, key
 
 
+_children = []
+
+
+def spawn(*args, **kw):
+    """subprocess.Popen, remembered so that a test that fails before its cleanup still leaves
+    no simulator or gateway running (ctest waits on their inherited pipes)."""
+    proc = subprocess.Popen(*args, **kw)
+    _children.append(proc)
+    return proc
+
+
+@atexit.register
+def _reap_children():
+    for proc in _children:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def read_json_line(proc, timeout=10):
     """The first stdout line of a process, parsed as JSON."""
     result = {}
@@ -83,7 +102,7 @@ class Sim:
 
     def __init__(self, vendor, cert, key, *extra):
         self.vendor = vendor
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [sys.executable, SIM, "--vendor", vendor, "--cert", cert, "--key", key,
              "--client-secret", secret("cs-" + vendor + "-" + os.urandom(6).hex()), *extra],
             stdout=subprocess.PIPE, text=True)
@@ -145,9 +164,9 @@ class Gateway:
 
     def start(self, timeout=15, preexec_fn=None):
         self.log_file = open(self.log_path, "a")
-        self.proc = subprocess.Popen([GATEWAY_BIN, "--config", self.config_path],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=self.env, preexec_fn=preexec_fn)
+        self.proc = spawn([GATEWAY_BIN, "--config", self.config_path],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=self.env, preexec_fn=preexec_fn)
         self.started = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -240,10 +259,25 @@ class Gateway:
             self.reader.join(5)
             self.log_file.close()
             # A sanitizer build reports on stderr (merged into the log): any report fails.
-            reports = [l for l in self.lines if "Sanitizer" in l or "runtime error:" in l]
-            if reports:
-                raise AssertionError("sanitizer report from the gateway:\n" + "".join(reports[:20]))
+            starts = [i for i, l in enumerate(self.lines) if "Sanitizer" in l or "runtime error:" in l]
+            if starts:
+                report = self.lines[starts[0]:starts[0] + 80]
+                raise AssertionError("sanitizer report from the gateway:\n" + "".join(report))
         return self.proc.returncode if self.proc else None
+
+
+def stop_all(processes):
+    """Stops every process (an object with stop(), or a callable), then raises the first
+    failure: one sanitizer report must not leave the others running (ctest would wait on
+    their inherited pipes until its timeout)."""
+    first = None
+    for p in processes:
+        try:
+            p() if callable(p) else p.stop()
+        except Exception as e:  # noqa: BLE001 - re-raised below after the rest are stopped
+            first = first or e
+    if first:
+        raise first
 
 
 def rss_kb(pid):

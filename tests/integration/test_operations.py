@@ -169,6 +169,43 @@ class OperationsTest(unittest.TestCase):
         finally:
             gw.stop()
 
+    def test_reload_during_a_refresh_keeps_the_rotated_refresh_token(self):
+        # Found by benchmarks/soak.py: a SIGHUP while a refresh was in flight left the
+        # reloaded connection with the spent refresh token; with single-use rotation its next
+        # refresh got invalid_grant and the connection was lost for good.
+        rt = secret("rt-seed-" + os.urandom(8).hex())
+        sim = Sim("chime", CERT, KEY, "--client-id", "cid", "--seed-refresh", rt, "--rotate-refresh")
+        cfg = base_config(CA_.cert, W.path)
+        cfg["integrations"] = [chime_integration(sim)]
+        cfg["connections"] = [{"id": "acme", "integration": "chime", "grant": "refresh_token",
+                               "credentials": {"refresh_token": rt}}]
+        gw = Gateway(W.path, cfg, name="reload-refresh").start()
+        try:
+            self.assertEqual(gw.request("GET", "/chime/v1/leads")[0], 200)  # first token
+            sim.control("/_sim/config", {"token_delay_ms": 1500})
+            sim.control("/_sim/revoke", {})
+            result = {}
+
+            def rejected_then_replayed():
+                result["status"] = gw.request("GET", "/chime/v1/leads", timeout=20)[0]
+
+            t = threading.Thread(target=rejected_then_replayed)
+            t.start()
+            time.sleep(0.5)  # the forced refresh waits on the slow token endpoint
+            gw.signal(signal.SIGHUP)
+            t.join()
+            self.assertEqual(result["status"], 200)
+            gw.wait_lines(lambda l: l.get("msg") == "config reloaded")
+            sim.control("/_sim/config", {"token_delay_ms": 0})
+            sim.control("/_sim/revoke", {})  # the reloaded connection must refresh again
+            self.assertEqual(gw.request("GET", "/chime/v1/leads")[0], 200)
+            st = sim.state()
+            self.assertEqual(st["invalid_grant"], 0)
+            self.assertEqual(st["refresh_reuse"], 0)
+        finally:
+            gw.stop()
+            sim.stop()
+
     def test_sigterm_drains_200_slow_requests(self):
         gw = self.gateway("drain200", shutdown={"drain_timeout": "20s"}, threads=2,
                           upstream={"ca_file": CA_.cert, "response_timeout": "20s"})

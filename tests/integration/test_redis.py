@@ -11,7 +11,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from harness import CA, Gateway, Sim, Workdir, base_config, secret
+from harness import CA, Gateway, Sim, Workdir, base_config, secret, spawn, stop_all
 from test_operations import free_port
 
 W = Workdir()
@@ -24,7 +24,7 @@ class Redis:
         self.port = port or free_port()
         self.dir = os.path.join(W.path, "redis-%d" % self.port)
         os.makedirs(self.dir, exist_ok=True)
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -137,10 +137,7 @@ class RedisClusterTest(unittest.TestCase):
                 self.assertNotIn("at-", value)
                 self.assertNotIn("rt-", value)
         finally:
-            for gw in gws:
-                gw.stop()
-            sim.stop()
-            redis.kill()
+            stop_all([*gws, sim, redis.kill])
 
     def test_token_endpoint_slower_than_the_lease(self):
         # Lease 2 s, token call 5 s: the holder renews its lease while the call runs, so no
@@ -170,10 +167,7 @@ class RedisClusterTest(unittest.TestCase):
             self.assertLessEqual(st["token_requests"], bound)
         finally:
             sim.control("/_sim/config", {"token_delay_ms": 0})
-            for gw in gws:
-                gw.stop()
-            sim.stop()
-            redis.kill()
+            stop_all([*gws, sim, redis.kill])
 
     def test_redis_outage_keeps_valid_tokens_serving(self):
         redis = Redis()
@@ -200,10 +194,7 @@ class RedisClusterTest(unittest.TestCase):
                 self.assertEqual(readyz(gw)[0], 200)
                 self.assertEqual(gw.request("GET", "/chime/v1/leads")[0], 200)
         finally:
-            for gw in gws:
-                gw.stop()
-            sim.stop()
-            redis.kill()
+            stop_all([*gws, sim, redis.kill])
 
     def test_lock_holder_killed_mid_refresh(self):
         redis = Redis()
@@ -247,10 +238,7 @@ class RedisClusterTest(unittest.TestCase):
             self.assertEqual(st.get("token_requests_abandoned", 0), 1)
         finally:
             sim.control("/_sim/config", {"token_delay_ms": 0})
-            b.stop()
-            a.stop()
-            sim.stop()
-            redis.kill()
+            stop_all([b, a, sim, redis.kill])
 
 
 if __name__ == "__main__":
