@@ -116,17 +116,26 @@ def upstream_accepted(status_port):
 def wrk(url, connections, duration):
     r = subprocess.run(["wrk", "-t2", "-c%d" % connections, "-d%ds" % duration, "--latency", url],
                        capture_output=True, text=True)
-    out = r.stdout
+    return parse_wrk(r.stdout)
+
+
+def ms(value, unit):
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def parse_wrk(out):
+    """req/s, request count, p50/p99/max latency (ms) and non-2xx count from wrk --latency."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
 
     def pct(p):
         m = re.search(r"\s%s%%\s+([\d.]+)(us|ms|s)" % p, out)
-        v = float(m.group(1))
-        return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+        return ms(float(m.group(1)), m.group(2))
 
+    worst = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": rps, "requests": total, "p50": pct("50"), "p99": pct("99"),
+            "max": ms(float(worst.group(1)), worst.group(2)),
             "non2xx": int(errors.group(1)) if errors else 0}
 
 

@@ -104,6 +104,7 @@ class Gateway {
       // The store wins over the config's bootstrap credentials: it holds the newer,
       // possibly rotated, tokens.
       auto routes = rt->routes;
+      std::vector<std::shared_ptr<Connection>> created;
       for (const auto& [id, record] : store->load()) {
         auto it = routes->connections.find(id);
         if (it != routes->connections.end() && it->second->integration == record.integration) {
@@ -125,9 +126,10 @@ class Gateway {
           }
           conn->created_at_runtime = true;
           restore_record(*conn, record);
-          routes = with_connection(*routes, conn);
+          created.push_back(std::move(conn));
         }
       }
+      if (!created.empty()) routes = with_connections(*routes, created);
       if (routes != rt->routes) {
         auto updated = std::make_shared<Runtime>(*rt);
         updated->routes = routes;

@@ -150,16 +150,37 @@ std::shared_ptr<Connection> make_connection(const ConnectionConfig& cc, const In
 
 std::shared_ptr<const Routes> with_connection(const Routes& routes,
                                               std::shared_ptr<Connection> conn) {
+  return with_connections(routes, {std::move(conn)});
+}
+
+// One copy of the table and of each integration touched, however many connections are
+// added: start-up and reload with thousands of stored connections stay linear.
+std::shared_ptr<const Routes> with_connections(
+    const Routes& routes, const std::vector<std::shared_ptr<Connection>>& add) {
   auto out = std::make_shared<Routes>(routes);
-  auto removed = without_connection(*out, conn->id);
-  out = std::make_shared<Routes>(*removed);
-  auto it = out->integrations.find(conn->integration);
-  if (it == out->integrations.end()) return out;
-  auto integ = std::make_shared<Integration>(*it->second);
-  integ->connections.push_back(conn);
-  if (integ->config.default_connection == conn->id) integ->default_connection = conn;
-  it->second = integ;
-  out->connections[conn->id] = conn;
+  std::map<std::string, std::shared_ptr<Integration>, std::less<>> copied;
+  auto own = [&](const std::string& name) -> Integration* {
+    auto it = out->integrations.find(name);
+    if (it == out->integrations.end()) return nullptr;
+    auto& copy = copied[name];
+    if (!copy) it->second = copy = std::make_shared<Integration>(*it->second);
+    return copy.get();
+  };
+  for (const auto& conn : add) {
+    if (auto old = out->connections.find(conn->id); old != out->connections.end()) {
+      if (auto* integ = own(old->second->integration)) {
+        std::erase_if(integ->connections, [&](const auto& c) { return c->id == conn->id; });
+        if (integ->default_connection && integ->default_connection->id == conn->id)
+          integ->default_connection.reset();
+      }
+      out->connections.erase(old);
+    }
+    auto* integ = own(conn->integration);
+    if (!integ) continue;
+    integ->connections.push_back(conn);
+    if (integ->config.default_connection == conn->id) integ->default_connection = conn;
+    out->connections[conn->id] = conn;
+  }
   return out;
 }
 
@@ -205,6 +226,7 @@ void carry_credential(const Connection& from, Connection& to) {
 
 std::shared_ptr<const Routes> carry_over(const Routes& old, std::shared_ptr<const Routes> fresh) {
   auto out = fresh;
+  std::vector<std::shared_ptr<Connection>> kept;
   for (const auto& [id, nc] : fresh->connections) {
     auto it = old.connections.find(id);
     if (it == old.connections.end() || nc->grant == "static") continue;
@@ -224,9 +246,9 @@ std::shared_ptr<const Routes> carry_over(const Routes& old, std::shared_ptr<cons
     if (!nc) continue;
     nc->created_at_runtime = true;
     move_token(*oc, *nc);
-    out = with_connection(*out, nc);
+    kept.push_back(std::move(nc));
   }
-  return out;
+  return kept.empty() ? out : with_connections(*out, kept);
 }
 
 std::shared_ptr<const Routes> build_routes(const Config& config, PolicyMap policies) {

@@ -43,8 +43,10 @@ std::string check_grant(const ConnectionConfig& cc, const Policy& p);
 std::shared_ptr<Connection> make_connection(const ConnectionConfig& cc, const Integration& integ,
                                             std::string* key, std::string* error);
 
-// Copies of `routes` with a connection added (or replaced) and removed.
+// Copies of `routes` with connections added (or replaced) and removed.
 std::shared_ptr<const Routes> with_connection(const Routes& routes, std::shared_ptr<Connection> c);
+std::shared_ptr<const Routes> with_connections(const Routes& routes,
+                                               const std::vector<std::shared_ptr<Connection>>& add);
 std::shared_ptr<const Routes> without_connection(const Routes& routes, const std::string& id);
 
 // After a reload: connections that are still the same account (id, integration, vars,

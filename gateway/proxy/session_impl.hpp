@@ -127,6 +127,10 @@ class Session {
   // leaving no way to answer 408, so a timer cancels the read instead.
   asio::awaitable<std::pair<beast::error_code, bool>> read_head(RequestParser& parser,
                                                                 Millis timeout) {
+    // Usually the whole head came with the first read: parse it in place, with no timer
+    // and no further I/O.
+    if (auto ec = parse_buffered_head(parser); ec != http::error::need_more)
+      co_return std::pair{ec, false};
     struct Deadline {
       bool done = false, fired = false;
     };
@@ -169,6 +173,19 @@ class Session {
     deadline->done = true;
     timer.cancel();
     co_return std::pair{ec, deadline->fired};
+  }
+
+  // Parses a head that is wholly in buffer_ (checked raw first); need_more when it is not.
+  beast::error_code parse_buffered_head(RequestParser& parser) {
+    std::string_view raw(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    auto end = raw.find("\r\n\r\n");
+    if (end == std::string_view::npos) return http::error::need_more;
+    if (auto ec = raw_head_problem(raw.substr(0, end + 2))) return ec;
+    beast::error_code ec;
+    auto used = parser.put(asio::buffer(raw.data(), end + 4), ec);
+    buffer_.consume(used);
+    if (!ec && !parser.is_header_done()) ec = http::error::need_more;
+    return ec;
   }
 
   // Bare LF line ends and obs-fold continuation lines in a raw request head.
@@ -543,8 +560,10 @@ class Session {
                                    const UpstreamTarget& target, bool streaming, bool fresh) {
     const auto& cfg = runtime_->config;
     Trip trip;
+    // Only a request that forward() would retry on a fresh connection skips the probe.
+    bool retryable = !fresh && is_idempotent(ex.method) && !body.present;
     auto acquired =
-        co_await worker_.pool.acquire(target, runtime_->client_tls, cfg.upstream, fresh);
+        co_await worker_.pool.acquire(target, runtime_->client_tls, cfg.upstream, fresh, retryable);
     if (!acquired.connection) {
       trip.failure = acquired.failure;
       trip.detail = std::move(acquired.detail);

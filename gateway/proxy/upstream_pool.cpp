@@ -69,7 +69,7 @@ bool still_open(UpstreamConnection& c) {
 
 asio::awaitable<UpstreamPool::Acquired> UpstreamPool::acquire(
     const UpstreamTarget& target, std::shared_ptr<asio::ssl::context> tls,
-    const UpstreamConfig& config, bool fresh) {
+    const UpstreamConfig& config, bool fresh, bool retryable) {
   auto key = target.key();
   if (!fresh) {
     auto it = idle_.find(key);
@@ -80,7 +80,9 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::acquire(
         auto c = std::move(list.back());
         list.pop_back();
         --counters_.idle;
-        if (now - c->idle_since < config.idle_timeout && still_open(*c)) {
+        auto idle = now - c->idle_since;
+        bool recent = retryable && idle < std::chrono::seconds(1);
+        if (idle < config.idle_timeout && (recent || still_open(*c))) {
           c->reused = true;
           ++counters_.busy;
           co_return Acquired{std::move(c), UpstreamFailure::none, {}};

@@ -182,6 +182,37 @@ TEST_CASE("routes: unknown policy and host placeholder patterns") {
   }
 }
 
+TEST_CASE(
+    "routes: connections added in a batch, replaced, removed, or dropped without their "
+    "integration") {
+  TempDir dir;
+  auto file = dir.write("gateway.yaml", "store: {kind: memory}\npolicies: [" + kPolicies.string() +
+                                            "]\nintegrations:\n  - name: zd\n    policy: "
+                                            "zendesk-chat\n");
+  auto cfg = load_config(file);
+  auto routes = build_routes(cfg, load_policies(cfg.policy_dirs));
+  auto conn = [](std::string id, std::string integration) {
+    auto c = std::make_shared<Connection>();
+    c->id = std::move(id);
+    c->integration = std::move(integration);
+    return c;
+  };
+  auto a = conn("a", "zd"), b = conn("b", "zd"), stray = conn("s", "gone");
+  auto out = with_connections(*routes, {a, b, stray});
+  CHECK(out->connections.size() == 2);
+  CHECK(out->connections.count("s") == 0);
+  const auto& zd = *out->integrations.at("zd");
+  CHECK(zd.connections.size() == 2);
+  CHECK(routes->integrations.at("zd")->connections.empty());  // the original is untouched
+  auto b2 = conn("b", "zd");
+  auto replaced = with_connection(*out, b2);
+  CHECK(replaced->connections.at("b") == b2);
+  CHECK(replaced->integrations.at("zd")->connections.size() == 2);
+  auto removed = without_connection(*replaced, "b");
+  CHECK(removed->connections.size() == 1);
+  CHECK(removed->integrations.at("zd")->connections.size() == 1);
+}
+
 TEST_CASE("cidr") {
   auto c = parse_cidr("10.0.0.0/8");
   REQUIRE(c);
