@@ -16,6 +16,8 @@
 #include <boost/beast/ssl.hpp>
 #include <nlohmann/json.hpp>
 
+#include <array>
+#include <charconv>
 #include <random>
 
 #include "gateway/observability/log.hpp"
@@ -681,47 +683,87 @@ class Session {
     co_return false;  // unreachable: the second attempt always relays
   }
 
-  asio::awaitable<bool> relay_response(http::response_parser<http::buffer_body>& rp,
-                                       std::unique_ptr<UpstreamConnection> up, Exchange& ex,
-                                       const Credential& cred, bool keep_alive, http::verb method) {
-    const auto& cfg = runtime_->config;
-    auto& in = rp.get();
-    http::response<http::buffer_body> out;
-    out.result(in.result_int());
-    out.reason(in.reason());
-    out.version(11);
+  // Appends a header value, with any of the credential's secrets in it replaced.
+  static void append_redacted(std::string& out, std::string_view value,
+                              const std::vector<std::string>& secrets) {
+    for (const auto& secret : secrets) {
+      if (!secret.empty() && value.find(secret) != std::string_view::npos) {
+        std::string copy(value);
+        redact(copy, secrets);
+        out += copy;
+        return;
+      }
+    }
+    out += value;
+  }
+
+  // The caller's response head, written by hand into a buffer the connection keeps: the
+  // vendor's fields minus hop-by-hop ones, the credential redacted from every value (e.g. a
+  // Location carrying it back), our request id and framing.
+  const std::string& response_head(const http::response_parser<http::buffer_body>& rp,
+                                   const Exchange& ex, const Credential& cred, bool chunked,
+                                   bool keep_alive) {
+    const auto& in = rp.get();
+    std::string& h = head_buffer_;
+    h.clear();
+    h += "HTTP/1.1 ";
+    unsigned status = in.result_int();
+    h += static_cast<char>('0' + status / 100 % 10);
+    h += static_cast<char>('0' + status / 10 % 10);
+    h += static_cast<char>('0' + status % 10);
+    h += ' ';
+    auto reason = in.reason();
+    h.append(reason.data(), reason.size());
+    h += "\r\n";
     auto tokens = connection_tokens(in[http::field::connection]);
     for (const auto& f : in) {
       auto name = f.name_string();
       std::string_view n(name.data(), name.size());
       if (is_hop_by_hop(n, tokens) || istarts_with(n, "x-request-id")) continue;
-      std::string value(f.value());
-      redact(value, cred.secrets);  // the credential never travels back (e.g. in Location)
-      out.insert(name, value);
+      auto value = f.value();
+      h += n;
+      h += ": ";
+      append_redacted(h, std::string_view(value.data(), value.size()), cred.secrets);
+      h += "\r\n";
     }
-    out.set("X-Request-Id", ex.request_id);
+    h += "X-Request-Id: ";
+    h += ex.request_id;
+    h += "\r\n";
+    if (chunked) h += "Transfer-Encoding: chunked\r\n";
+    if (!keep_alive) h += "Connection: close\r\n";
+    h += "\r\n";
+    return h;
+  }
+
+  asio::awaitable<bool> relay_response(http::response_parser<http::buffer_body>& rp,
+                                       std::unique_ptr<UpstreamConnection> up, Exchange& ex,
+                                       const Credential& cred, bool keep_alive, http::verb method) {
+    const auto& cfg = runtime_->config;
+    auto& in = rp.get();
     unsigned status = in.result_int();
     bool bodiless = method == http::verb::head || status == 204 || status == 304;
-    if (!bodiless && (rp.chunked() || !rp.content_length())) out.chunked(true);
-    out.keep_alive(keep_alive);
+    bool chunked = !bodiless && (rp.chunked() || !rp.content_length());
     ex.status = status;
+    const std::string& head = response_head(rp, ex, cred, chunked, keep_alive);
 
-    http::response_serializer<http::buffer_body> sr{out};
+    bool head_sent = false;
     if (!rp.is_done() && up->buffer.size() == 0) {
       // No body byte has arrived yet: the head goes now (a slow or streamed body must not
       // hold it back). Otherwise head and first chunk leave in one write below.
       lowest().expires_after(cfg.limits.idle_timeout);
-      auto [hec, hn] = co_await http::async_write_header(stream_, sr, nothrow);
+      auto [hec, hn] = co_await asio::async_write(stream_, asio::buffer(head), nothrow);
       ex.bytes_out += hn;
       if (hec) {
         worker_.pool.discard(std::move(up));
         write_access_log(ex);
         co_return false;
       }
+      head_sent = true;
     }
     char* buf = relay_buffer();
     auto& up_lowest = beast::get_lowest_layer(up->stream);
-    do {
+    for (;;) {
+      std::size_t got = 0;
       if (!rp.is_done()) {
         in.body().data = buf;
         in.body().size = kRelayBufferBytes;
@@ -732,7 +774,7 @@ class Session {
         if (rec == http::error::need_buffer) rec = {};
         if (rec) {
           worker_.pool.discard(std::move(up));
-          if (!sr.is_header_done()) {
+          if (!head_sent) {
             // Nothing reached the caller yet: a clear 502/504 instead of a cut answer.
             co_return co_await upstream_failed(ex, classify(rec), "response body: " + rec.message(),
                                                keep_alive);
@@ -743,26 +785,42 @@ class Session {
           write_access_log(ex);
           co_return false;
         }
-        out.body().size = kRelayBufferBytes - in.body().size;
-        out.body().data = out.body().size ? buf : nullptr;  // see send_streaming
-        out.body().more = !rp.is_done();
-      } else {
-        out.body().data = nullptr;
-        out.body().size = 0;
-        out.body().more = false;
+        got = kRelayBufferBytes - in.body().size;
       }
-      lowest().expires_after(cfg.limits.idle_timeout);
-      auto [wec, wn] = co_await http::async_write(stream_, sr, nothrow);
-      ex.bytes_out += wn;
-      if (wec == http::error::need_buffer) wec = {};
-      if (wec) {
-        worker_.pool.discard(std::move(up));
-        write_access_log(ex);
-        co_return false;
+      bool last = rp.is_done();
+      // Head (once), then the bytes read, framed as a chunk when the answer is chunked.
+      std::array<asio::const_buffer, 4> out{};
+      if (!head_sent) out[0] = asio::buffer(head);
+      char size_line[24];
+      if (chunked && got) {
+        auto [end, ec] = std::to_chars(size_line, size_line + sizeof size_line - 2, got, 16);
+        end[0] = '\r';
+        end[1] = '\n';
+        out[1] = asio::buffer(size_line, static_cast<std::size_t>(end + 2 - size_line));
       }
-    } while (!rp.is_done() || !sr.is_done());
+      if (got) out[2] = asio::buffer(buf, got);
+      if (chunked) {
+        std::string_view tail = got && last ? "\r\n0\r\n\r\n"
+                                : got       ? "\r\n"
+                                : last      ? "0\r\n\r\n"
+                                            : "";
+        out[3] = asio::buffer(tail.data(), tail.size());
+      }
+      if (asio::buffer_size(out) > 0) {
+        lowest().expires_after(cfg.limits.idle_timeout);
+        auto [wec, wn] = co_await asio::async_write(stream_, out, nothrow);
+        ex.bytes_out += wn;
+        if (wec) {
+          worker_.pool.discard(std::move(up));
+          write_access_log(ex);
+          co_return false;
+        }
+        head_sent = true;
+      }
+      if (last) break;
+    }
 
-    if (rp.is_done() && rp.keep_alive())
+    if (rp.keep_alive())
       worker_.pool.release(std::move(up), cfg.upstream);
     else
       worker_.pool.discard(std::move(up));
@@ -780,6 +838,7 @@ class Session {
   Stream& stream_;
   Worker& worker_;
   std::unique_ptr<char[]> relay_buffer_;
+  std::string head_buffer_;  // the caller's response head, reused by every request
   beast::flat_buffer buffer_;
   std::shared_ptr<const Runtime> runtime_;
 };

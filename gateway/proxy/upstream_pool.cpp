@@ -38,8 +38,10 @@ std::shared_ptr<asio::ssl::context> make_client_tls(const UpstreamConfig& config
   ctx->set_default_verify_paths();
   if (!config.ca_file.empty()) ctx->load_verify_file(config.ca_file.string());
   ctx->set_verify_mode(asio::ssl::verify_peer);
-  // Session resumption makes reconnects to the same vendor cheap.
-  SSL_CTX_set_session_cache_mode(ctx->native_handle(), SSL_SESS_CACHE_CLIENT);
+  // No client session cache: OpenSSL only adds to it (resuming needs SSL_set_session), so
+  // with TLS 1.3 handing out two tickets per connection it grew by every connection made
+  // until its 20,480-entry limit (the soak saw RSS climb ~1.7 MiB a minute).
+  SSL_CTX_set_session_cache_mode(ctx->native_handle(), SSL_SESS_CACHE_OFF);
   return ctx;
 }
 
