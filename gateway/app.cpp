@@ -1,5 +1,6 @@
 #include "gateway/app.hpp"
 
+#include <openssl/evp.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -10,6 +11,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <thread>
 
@@ -39,22 +41,59 @@ std::shared_ptr<asio::ssl::context> make_server_tls(const TlsServerConfig& tls) 
   return ctx;
 }
 
-// Everything a start or reload builds; throws ConfigError on configuration problems.
-std::shared_ptr<const Runtime> load_runtime(const std::filesystem::path& file) {
+// SHA-256 over each file's name and contents; empty when one cannot be read (the context
+// is then built afresh, and reports the problem).
+std::string files_digest(std::initializer_list<std::string_view> paths) {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!md || !EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr)) return {};
+  for (auto path : paths) {
+    EVP_DigestUpdate(md.get(), path.data(), path.size());
+    EVP_DigestUpdate(md.get(), "", 1);
+    if (path.empty()) continue;
+    std::ifstream in{std::string(path), std::ios::binary};
+    if (!in) return {};
+    std::string contents((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) return {};
+    auto size = std::to_string(contents.size());
+    EVP_DigestUpdate(md.get(), size.data(), size.size() + 1);
+    EVP_DigestUpdate(md.get(), contents.data(), contents.size());
+  }
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (!EVP_DigestFinal_ex(md.get(), out, &n)) return {};
+  return std::string(reinterpret_cast<const char*>(out), n);
+}
+
+// Everything a start or reload builds; throws ConfigError on configuration problems. A
+// TLS context whose files are unchanged since `previous` is carried over, not rebuilt.
+std::shared_ptr<const Runtime> load_runtime(const std::filesystem::path& file,
+                                            const Runtime* previous = nullptr) {
   auto rt = std::make_shared<Runtime>();
   rt->config = load_config(file);
   auto policies = load_policies(rt->config.policy_dirs);
   rt->routes = build_routes(rt->config, std::move(policies));
-  try {
-    rt->client_tls = make_client_tls(rt->config.upstream);
-  } catch (const std::exception& e) {
-    throw ConfigError({rt->config.locate("upstream") + ": upstream.ca_file: " + e.what()});
-  }
-  if (rt->config.listen.tls) {
+  rt->client_tls_digest = files_digest({rt->config.upstream.ca_file.native()});
+  if (previous && !rt->client_tls_digest.empty() &&
+      rt->client_tls_digest == previous->client_tls_digest) {
+    rt->client_tls = previous->client_tls;
+  } else {
     try {
-      rt->server_tls = make_server_tls(*rt->config.listen.tls);
+      rt->client_tls = make_client_tls(rt->config.upstream);
     } catch (const std::exception& e) {
-      throw ConfigError({rt->config.file.filename().string() + ": listen.tls: " + e.what()});
+      throw ConfigError({rt->config.locate("upstream") + ": upstream.ca_file: " + e.what()});
+    }
+  }
+  if (const auto& tls = rt->config.listen.tls) {
+    rt->server_tls_digest = files_digest({tls->cert_file, tls->key_file, tls->client_ca_file});
+    if (previous && previous->server_tls && !rt->server_tls_digest.empty() &&
+        rt->server_tls_digest == previous->server_tls_digest) {
+      rt->server_tls = previous->server_tls;
+    } else {
+      try {
+        rt->server_tls = make_server_tls(*tls);
+      } catch (const std::exception& e) {
+        throw ConfigError({rt->config.file.filename().string() + ": listen.tls: " + e.what()});
+      }
     }
   }
   return rt;
@@ -285,7 +324,7 @@ class Gateway {
 
   void reload() {
     try {
-      auto loaded = load_runtime(file_);
+      auto loaded = load_runtime(file_, shared_.runtime.load().get());
       auto rt = std::make_shared<Runtime>(*loaded);
       rt->routes = carry_over(*shared_.runtime.load()->routes, rt->routes);
       log::set_level(log::parse_level(rt->config.log.level));

@@ -24,6 +24,10 @@ struct Runtime {
   std::shared_ptr<const Routes> routes;
   std::shared_ptr<boost::asio::ssl::context> client_tls;
   std::shared_ptr<boost::asio::ssl::context> server_tls;  // null: plain HTTP listener
+  // SHA-256 over the names and contents of the files each context was built from: a
+  // reload that leaves them unchanged keeps the same context (and the pooled connections
+  // made with it) instead of building, and holding, another.
+  std::string client_tls_digest, server_tls_digest;
 };
 
 struct ProxyShared {

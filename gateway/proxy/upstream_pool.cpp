@@ -46,7 +46,19 @@ std::shared_ptr<asio::ssl::context> make_client_tls(const UpstreamConfig& config
 }
 
 UpstreamPool::UpstreamPool(asio::io_context& ioc, UpstreamCounters& counters)
-    : ioc_(ioc), counters_(counters) {}
+    : ioc_(ioc), counters_(counters), sweep_timer_(ioc) {
+  schedule_sweep();
+}
+
+void UpstreamPool::schedule_sweep() {
+  sweep_timer_.expires_after(std::chrono::seconds(5));
+  // The timer is a member: its destruction cancels the wait before `this` is gone.
+  sweep_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    sweep();
+    schedule_sweep();
+  });
+}
 
 UpstreamPool::~UpstreamPool() {
   clear();
@@ -69,6 +81,17 @@ bool still_open(UpstreamConnection& c) {
 
 }  // namespace
 
+void UpstreamPool::sweep() {
+  auto now = std::chrono::steady_clock::now();
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    auto& list = it->second;
+    auto before = list.size();
+    std::erase_if(list, [&](const auto& c) { return now >= c->idle_until || !still_open(*c); });
+    counters_.idle -= static_cast<std::int64_t>(before - list.size());
+    it = list.empty() ? idle_.erase(it) : std::next(it);
+  }
+}
+
 asio::awaitable<UpstreamPool::Acquired> UpstreamPool::acquire(
     const UpstreamTarget& target, std::shared_ptr<asio::ssl::context> tls,
     const UpstreamConfig& config, bool fresh, bool retryable) {
@@ -84,7 +107,9 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::acquire(
         --counters_.idle;
         auto idle = now - c->idle_since;
         bool recent = retryable && idle < std::chrono::seconds(1);
-        if (idle < config.idle_timeout && (recent || still_open(*c))) {
+        // A reload that changed the trust store retires connections verified with the old.
+        bool same_tls = SSL_get_SSL_CTX(c->stream.native_handle()) == tls->native_handle();
+        if (same_tls && now < c->idle_until && (recent || still_open(*c))) {
           c->reused = true;
           ++counters_.busy;
           co_return Acquired{std::move(c), UpstreamFailure::none, {}};
@@ -126,6 +151,7 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> c, const Upstream
   auto& list = idle_[c->key];
   if (list.size() >= config.max_idle_per_host) return;  // closes it
   c->idle_since = std::chrono::steady_clock::now();
+  c->idle_until = c->idle_since + config.idle_timeout;
   beast::get_lowest_layer(c->stream).expires_never();
   list.push_back(std::move(c));
   ++counters_.idle;

@@ -1,10 +1,13 @@
 // Keep-alive TLS connections to vendors, one pool per event-loop thread (so no locking):
 // connect with a timeout, TLS 1.2+ with chain, host name (or IP SAN) verification and SNI,
-// idle connections reused until `idle_timeout`.
+// idle connections reused until `idle_timeout`, and swept every few seconds: one past its
+// idle timeout, closed by the vendor or made with a TLS context a reload replaced is closed
+// even when nobody asks for its host again.
 #pragma once
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
@@ -29,7 +32,7 @@ struct UpstreamConnection {
   boost::beast::ssl_stream<boost::beast::tcp_stream> stream;
   boost::beast::flat_buffer buffer;
   std::string key;
-  std::chrono::steady_clock::time_point idle_since;
+  std::chrono::steady_clock::time_point idle_since, idle_until;
   bool reused = false;
 };
 
@@ -52,10 +55,10 @@ class UpstreamPool {
     UpstreamFailure failure = UpstreamFailure::none;
     std::string detail;  // for logs: never a secret
   };
-  // A live idle connection to `target` if one exists, else a new one. An idle connection
-  // is probed (a non-blocking MSG_PEEK) for a close by the vendor, unless `retryable` and it
-  // was in use under a second ago: such a request is retried on a fresh connection anyway
-  // if the vendor closed it, so the probe's system call is not worth it.
+  // A live idle connection to `target` made with `tls` if one exists, else a new one. An idle
+  // connection is probed (a non-blocking MSG_PEEK) for a close by the vendor, unless `retryable`
+  // and it was in use under a second ago: such a request is retried on a fresh connection anyway if
+  // the vendor closed it, so the probe's system call is not worth it.
   boost::asio::awaitable<Acquired> acquire(const UpstreamTarget& target,
                                            std::shared_ptr<boost::asio::ssl::context> tls,
                                            const UpstreamConfig& config, bool fresh = false,
@@ -65,10 +68,15 @@ class UpstreamPool {
   // Drops a connection that must not be reused.
   void discard(std::unique_ptr<UpstreamConnection> c);
   void clear();
+  // Closes idle connections past their idle timeout or closed by the vendor.
+  void sweep();
 
  private:
+  void schedule_sweep();
+
   boost::asio::io_context& ioc_;
   UpstreamCounters& counters_;
+  boost::asio::steady_timer sweep_timer_;
   std::unordered_map<std::string, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
 };
 

@@ -169,6 +169,58 @@ class OperationsTest(unittest.TestCase):
         finally:
             gw.stop()
 
+    def test_reload_keeps_the_pool_unless_the_trust_store_changed(self):
+        ca_file = os.path.join(W.path, "pool-ca.pem")
+        shutil.copy(CA_.cert, ca_file)
+        cfg = base_config(ca_file, W.path)
+        cfg["integrations"] = [chime_integration(self.sim)]
+        cfg["connections"] = [{"id": "acme", "integration": "chime", "grant": "static",
+                               "credentials": {"access_token": TOKEN}}]
+        cfg["upstream"]["idle_timeout"] = "3s"
+        cfg["threads"] = 1  # one event loop, so one pool: every request sees the same one
+        gw = Gateway(W.path, cfg, name="pool-reload").start()
+
+        def reload():
+            done = len(gw.wait_lines(lambda l: l.get("msg") == "config reloaded", timeout=0))
+            gw.signal(signal.SIGHUP)
+            seen = gw.wait_lines(lambda l: l.get("msg") == "config reloaded", count=done + 1)
+            self.assertEqual(len(seen), done + 1)
+
+        def opened_by(requests):
+            before = self.sim.state()["api_connections"]
+            c = gw.conn()
+            for _ in range(requests):
+                c.request("GET", "/chime/v1/leads")
+                r = c.getresponse()
+                r.read()
+                self.assertEqual(r.status, 200)
+            c.close()
+            return self.sim.state()["api_connections"] - before
+
+        try:
+            self.assertEqual(opened_by(3), 1)
+            reload()  # same files: the same TLS context, so the pooled connection serves on
+            self.assertEqual(opened_by(3), 0)
+            other = CA(W.path, "Other CA")
+            with open(ca_file, "a") as f, open(other.cert) as extra:
+                f.write(extra.read())
+            reload()  # a changed trust store retires connections verified with the old one
+            self.assertEqual(opened_by(3), 1)
+            # Unused, the idle connection is closed once past idle_timeout (a sweep every 5 s),
+            # without waiting for a request to its host.
+            deadline = time.time() + 12
+            idle = None
+            while time.time() < deadline:
+                with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port) as r:
+                    text = r.read().decode()
+                idle = float(text.split('gateway_upstream_connections{state="idle"} ')[1].split()[0])
+                if idle == 0:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(idle, 0)
+        finally:
+            gw.stop()
+
     def test_reload_during_a_refresh_keeps_the_rotated_refresh_token(self):
         # Found by benchmarks/soak.py: a SIGHUP while a refresh was in flight left the
         # reloaded connection with the spent refresh token; with single-use rotation its next
