@@ -1,5 +1,7 @@
 #include "gateway/auth/credential.hpp"
 
+#include <algorithm>
+
 #include "gateway/auth/crypto.hpp"
 
 namespace gw {
@@ -57,6 +59,14 @@ std::optional<Credential> render_credential(const Connection& c, std::string acc
     }
     out.value = *value;
     out.secrets = {out.value};
+    // Injected as a header line as is: a CR, LF or other control byte would forge header
+    // lines (a query parameter is percent-encoded instead).
+    if (spec.kind == InjectKind::header &&
+        std::any_of(out.value.begin(), out.value.end(),
+                    [](char ch) { return ch < 0x20 || ch > 0x7e; })) {
+      if (error) *error = "the credential holds characters a header value cannot carry";
+      return std::nullopt;
+    }
   }
   if (!access_token.empty()) out.secrets.push_back(access_token);
   out.access_token = std::move(access_token);

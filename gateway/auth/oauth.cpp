@@ -100,13 +100,28 @@ std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOv
   return req;
 }
 
+namespace {
+
+// RFC 6749 A.12/A.17: a token is VSCHAR (%x20-7E). Anything else (a CR or LF above all)
+// would let a vendor's answer forge header lines when the token is injected.
+bool token_chars(std::string_view token) {
+  for (char c : token)
+    if (c < 0x20 || c > 0x7e) return false;
+  return true;
+}
+
+}  // namespace
+
 TokenResult parse_token_response(unsigned status, std::string_view body) {
   TokenResult r;
   r.status = status;
   auto json = nlohmann::json::parse(body, nullptr, false);
   if (status / 100 == 2) {
     if (json.is_object() && json.contains("access_token") && json["access_token"].is_string() &&
-        !json["access_token"].get<std::string>().empty()) {
+        !json["access_token"].get<std::string>().empty() &&
+        token_chars(json["access_token"].get<std::string>()) &&
+        (!json.contains("refresh_token") || !json["refresh_token"].is_string() ||
+         token_chars(json["refresh_token"].get<std::string>()))) {
       r.access_token = json["access_token"].get<std::string>();
       if (json.contains("refresh_token") && json["refresh_token"].is_string())
         r.refresh_token = json["refresh_token"].get<std::string>();

@@ -38,6 +38,12 @@ TEST_CASE("token responses: expires_in forms and error classes") {
   CHECK_FALSE(zendesk.expires_in);
   CHECK(zendesk.refresh_token.empty());
   CHECK(parse_token_response(200, R"({"expires_in":5})").failure == TokenFailure::transient);
+  // A token with a CR/LF (or any non-VSCHAR) would forge header lines once injected.
+  auto forged = parse_token_response(200, R"({"access_token":"a\r\nX-Evil: 1"})");
+  CHECK(forged.failure == TokenFailure::transient);
+  CHECK(forged.error == "malformed_token_response");
+  CHECK(parse_token_response(200, R"({"access_token":"a","refresh_token":"r\n"})").failure ==
+        TokenFailure::transient);
   auto grant = parse_token_response(400, R"({"error":"invalid_grant"})");
   CHECK(grant.failure == TokenFailure::permanent);
   CHECK(grant.error == "invalid_grant");
