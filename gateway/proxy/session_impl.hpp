@@ -78,6 +78,7 @@ struct Exchange {
 };
 
 using RequestParser = http::request_parser<http::buffer_body>;
+using ResponseParser = http::response_parser<http::buffer_body>;
 
 template <class Stream>
 class Session {
@@ -370,22 +371,27 @@ class Session {
     co_return co_await forward(parser, ex, integ, conn, *split, got.credential, keep_alive);
   }
 
-  // The upstream request head: the caller's minus what must not travel, plus the credential.
-  http::request<http::buffer_body> upstream_head(const http::request<http::buffer_body>& req,
-                                                 const Connection& conn, const SplitTarget& split,
-                                                 const Credential& cred, const std::string& rid) {
-    http::request<http::buffer_body> out;
-    out.method_string(req.method_string());
-    out.version(11);
-    std::string target = conn.upstream.base_path + split.path;
+  // The upstream request head, written by hand into a buffer the connection keeps: the
+  // caller's fields minus what must not travel, plus Host, our request id and the credential.
+  // Framing and the blank line that ends the head are added as it is sent (set_framing).
+  void upstream_head(const http::request<http::buffer_body>& req, const Connection& conn,
+                     const SplitTarget& split, const Credential& cred, const std::string& rid) {
+    std::string& h = up_head_;
+    h.clear();
+    auto method = req.method_string();
+    h.append(method.data(), method.size());
+    h += ' ';
+    h += conn.upstream.base_path;
+    h += split.path;
     if (cred.kind == InjectKind::query) {
-      target += '?';
-      target += rewrite_query(split.query, cred.name, cred.value);
+      h += '?';
+      h += rewrite_query(split.query, cred.name, cred.value);
     } else if (split.has_query) {
-      target += '?';
-      target += split.query;
+      h += '?';
+      h += split.query;
     }
-    out.target(target);
+    h += " HTTP/1.1\r\n";
+    bool header_cred = cred.kind != InjectKind::query;
     auto tokens = connection_tokens(req[http::field::connection]);
     for (const auto& f : req) {
       auto name = f.name_string();
@@ -400,13 +406,61 @@ class Session {
         default:
           break;
       }
-      if (istarts_with(n, "x-request-id")) continue;
-      out.insert(name, f.value());
+      if (istarts_with(n, "x-request-id") || (header_cred && beast::iequals(n, cred.name)))
+        continue;
+      auto value = f.value();
+      h += n;
+      h += ": ";
+      h.append(value.data(), value.size());
+      h += "\r\n";
     }
-    out.set(http::field::host, conn.upstream.host_header);
-    out.set("X-Request-Id", rid);
-    if (cred.kind != InjectKind::query) out.set(cred.name, cred.value);
-    return out;
+    h += "Host: ";
+    h += conn.upstream.host_header;
+    h += "\r\nX-Request-Id: ";
+    h += rid;
+    h += "\r\n";
+    if (header_cred) {
+      h += cred.name;
+      h += ": ";
+      h += cred.value;
+      h += "\r\n";
+    }
+    up_head_fields_end_ = h.size();
+  }
+
+  // Ends the upstream head with its framing: chunked, a length (also an explicit 0), or none.
+  const std::string& set_framing(bool chunked, std::optional<std::uint64_t> length) {
+    std::string& h = up_head_;
+    h.resize(up_head_fields_end_);
+    if (chunked) {
+      h += "Transfer-Encoding: chunked\r\n";
+    } else if (length) {
+      h += "Content-Length: ";
+      h += std::to_string(*length);
+      h += "\r\n";
+    }
+    h += "\r\n";
+    return h;
+  }
+
+  // Fills out[1..3] with one piece of a body: `got` bytes of `data`, framed as a chunk when
+  // `chunked` (with the last chunk when `last`); out[0] is left for a head.
+  static void frame_piece(std::array<asio::const_buffer, 4>& out, const char* data, std::size_t got,
+                          bool chunked, bool last, char (&size_line)[24]) {
+    if (chunked && got) {
+      auto [end, ec] = std::to_chars(size_line, size_line + sizeof size_line - 2, got, 16);
+      end[0] = '\r';
+      end[1] = '\n';
+      out[1] = asio::buffer(size_line, static_cast<std::size_t>(end + 2 - size_line));
+    }
+    if (got) out[2] = asio::buffer(data, got);
+    if (chunked) {
+      std::string_view tail = got && last ? "\r\n0\r\n\r\n"
+                              : got       ? "\r\n"
+                              : last      ? "0\r\n\r\n"
+                                          : "";
+      out[3] = asio::buffer(tail.data(), tail.size());
+    }
   }
 
   struct Body {
@@ -418,30 +472,22 @@ class Session {
     beast::error_code caller_error;  // reading the caller's body failed (not the vendor)
   };
 
-  // First attempt: stream the caller's body to the vendor, keeping a copy for a replay.
-  asio::awaitable<beast::error_code> send_streaming(UpstreamConnection& up,
-                                                    http::request<http::buffer_body>& out,
-                                                    RequestParser& parser, Body& body,
-                                                    Exchange& ex) {
+  // First attempt: stream the caller's body to the vendor, keeping a copy for a replay. The
+  // head leaves with the first piece of the body (or alone when there is none).
+  asio::awaitable<beast::error_code> send_streaming(UpstreamConnection& up, RequestParser& parser,
+                                                    Body& body, Exchange& ex) {
     const auto& cfg = runtime_->config;
-    if (body.chunked)
-      out.chunked(true);
-    else if (body.length)
-      out.content_length(*body.length);
-    http::request_serializer<http::buffer_body> sr{out};
+    const std::string& head = set_framing(body.chunked, body.length);
     auto& up_lowest = beast::get_lowest_layer(up.stream);
-    up_lowest.expires_after(cfg.upstream.response_timeout);
-    auto [hec, hn] = co_await http::async_write_header(up.stream, sr, nothrow);
-    if (hec) co_return hec;
     if (!body.present) {
-      out.body().data = nullptr;
-      out.body().size = 0;
-      out.body().more = false;
-      auto [ec, n] = co_await http::async_write(up.stream, sr, nothrow);
-      co_return ec == http::error::need_buffer ? beast::error_code{} : ec;
+      up_lowest.expires_after(cfg.upstream.response_timeout);
+      auto [ec, n] = co_await asio::async_write(up.stream, asio::buffer(head), nothrow);
+      co_return ec;
     }
     char* buf = relay_buffer();
-    do {
+    bool head_sent = false;
+    for (;;) {
+      std::size_t got = 0;
       if (!parser.is_done()) {
         parser.get().body().data = buf;
         parser.get().body().size = kRelayBufferBytes;
@@ -452,7 +498,7 @@ class Session {
           body.caller_error = rec;
           co_return rec;
         }
-        std::size_t got = kRelayBufferBytes - parser.get().body().size;
+        got = kRelayBufferBytes - parser.get().body().size;
         ex.bytes_in += got;
         if (body.complete_copy) {
           if (body.kept.size() + got <= cfg.limits.replay_body_bytes) {
@@ -462,34 +508,68 @@ class Session {
             std::string().swap(body.kept);
           }
         }
-        // No data yet (a read_some may parse only a chunk header): a null buffer asks the
-        // serializer for more; an empty one would end a chunked body there and then.
-        out.body().data = got ? buf : nullptr;
-        out.body().size = got;
-        out.body().more = !parser.is_done();
-      } else {
-        out.body().data = nullptr;
-        out.body().size = 0;
-        out.body().more = false;
       }
-      up_lowest.expires_after(cfg.upstream.response_timeout);
-      auto [wec, wn] = co_await http::async_write(up.stream, sr, nothrow);
-      if (wec == http::error::need_buffer) wec = {};
-      if (wec) co_return wec;
-    } while (!parser.is_done() || !sr.is_done());
-    co_return beast::error_code{};
+      bool last = parser.is_done();
+      // A read may parse only a chunk header: nothing to send yet.
+      if (got || last) {
+        std::array<asio::const_buffer, 4> out{};
+        if (!head_sent) out[0] = asio::buffer(head);
+        char size_line[24];
+        frame_piece(out, buf, got, body.chunked, last, size_line);
+        up_lowest.expires_after(cfg.upstream.response_timeout);
+        auto [wec, wn] = co_await asio::async_write(up.stream, contiguous(out), nothrow);
+        if (wec) co_return wec;
+        head_sent = true;
+      }
+      if (last) co_return beast::error_code{};
+    }
   }
 
-  // A replay: the kept body, whole.
-  asio::awaitable<beast::error_code> send_kept(UpstreamConnection& up,
-                                               http::request<http::buffer_body>& out, Body& body) {
-    if (body.present) out.content_length(body.kept.size());
-    out.body().data = body.kept.empty() ? nullptr : body.kept.data();
-    out.body().size = body.kept.size();
-    out.body().more = false;
+  // A replay: the head and the kept body, whole, in one write.
+  asio::awaitable<beast::error_code> send_kept(UpstreamConnection& up, Body& body) {
+    const std::string& head = set_framing(
+        false, body.present || body.length ? std::optional<std::uint64_t>(body.kept.size())
+                                           : std::nullopt);
+    std::array<asio::const_buffer, 2> out{asio::buffer(head),
+                                          asio::buffer(body.kept.data(), body.kept.size())};
     beast::get_lowest_layer(up.stream).expires_after(runtime_->config.upstream.response_timeout);
-    auto [ec, n] = co_await http::async_write(up.stream, out, nothrow);
+    auto [ec, n] = co_await asio::async_write(up.stream, contiguous(out), nothrow);
     co_return ec;
+  }
+
+  // The pieces of an upstream write copied into one buffer: one TLS record per 16 KiB and no
+  // reliance on how the TLS stream layers split a buffer sequence (a head and a body over
+  // 16 KiB given as two buffers were seen to stop after the head).
+  template <std::size_t N>
+  asio::const_buffer contiguous(const std::array<asio::const_buffer, N>& pieces) {
+    up_out_.clear();
+    for (const auto& b : pieces) up_out_.append(static_cast<const char*>(b.data()), b.size());
+    return asio::buffer(up_out_);
+  }
+
+  // Feeds the vendor's bytes to `rp`: the buffered ones first, reading more only when the
+  // parser needs them (what Beast's read_some does, without its composed-operation layers).
+  // Returns once the parser made progress: a head, body bytes (need_buffer when its buffer
+  // is full), the end of the message, or an error.
+  asio::awaitable<beast::error_code> read_upstream(UpstreamConnection& up, ResponseParser& rp) {
+    beast::error_code ec;
+    for (;;) {
+      if (up.buffer.size() > 0) {
+        auto used = rp.put(up.buffer.data(), ec);
+        up.buffer.consume(used);
+        if (ec != http::error::need_more) co_return ec;
+        ec = {};
+      }
+      auto [rec, n] = co_await up.stream.async_read_some(
+          up.buffer.prepare(beast::read_size(up.buffer, 65536)), nothrow);
+      up.buffer.commit(n);
+      if (rec == asio::error::eof) {
+        if (!rp.got_some()) co_return http::error::end_of_stream;
+        rp.put_eof(ec);  // an answer delimited by the close ends here, or is cut short
+        co_return ec;
+      }
+      if (rec) co_return rec;
+    }
   }
 
   static UpstreamFailure classify(beast::error_code ec) {
@@ -556,10 +636,9 @@ class Session {
 
   // One exchange up to the response head: a pooled (or, with `fresh`, a new) connection,
   // the request (streamed from the caller, or the kept copy), the head of the answer.
-  asio::awaitable<Trip> round_trip(http::request<http::buffer_body>& out, RequestParser& parser,
-                                   Body& body, Exchange& ex,
-                                   std::optional<http::response_parser<http::buffer_body>>& rp,
-                                   const UpstreamTarget& target, bool streaming, bool fresh) {
+  asio::awaitable<Trip> round_trip(RequestParser& parser, Body& body, Exchange& ex,
+                                   std::optional<ResponseParser>& rp, const UpstreamTarget& target,
+                                   bool streaming, bool fresh) {
     const auto& cfg = runtime_->config;
     Trip trip;
     // Only a request that forward() would retry on a fresh connection skips the probe.
@@ -573,8 +652,8 @@ class Session {
     }
     auto up = std::move(acquired.connection);
     trip.reused = up->reused;
-    beast::error_code ec = streaming ? co_await send_streaming(*up, out, parser, body, ex)
-                                     : co_await send_kept(*up, out, body);
+    beast::error_code ec =
+        streaming ? co_await send_streaming(*up, parser, body, ex) : co_await send_kept(*up, body);
     if (ec) {
       worker_.pool.discard(std::move(up));
       trip.caller_error = body.caller_error;
@@ -588,9 +667,11 @@ class Session {
       rp.emplace();
       rp->body_limit(boost::none);
       rp->header_limit(64 * 1024);
-      if (out.method() == http::verb::head) rp->skip(true);
+      if (parser.get().method() == http::verb::head) rp->skip(true);
       up_lowest.expires_after(cfg.upstream.response_timeout);
-      auto [rec, rn] = co_await http::async_read_header(up->stream, up->buffer, *rp, nothrow);
+      beast::error_code rec;
+      do rec = co_await read_upstream(*up, *rp);
+      while (!rec && !rp->is_header_done());
       if (rec) {
         trip.nothing_received =
             !rp->got_some() && up->buffer.size() == 0 && rec != beast::error::timeout;
@@ -614,7 +695,6 @@ class Session {
     body.chunked = parser.chunked();
     if (auto len = parser.content_length()) body.length = *len;
     body.present = body.chunked || (body.length && *body.length > 0);
-    if (!body.present) body.length.reset();
 
     if (body.present && beast::iequals(req[http::field::expect], "100-continue")) {
       // We answer the caller's expectation ourselves; the vendor gets the body directly.
@@ -628,10 +708,10 @@ class Session {
     bool replayable_method = policy.replay == ReplayMode::all || is_idempotent(ex.method);
     bool stale_retried = false;
     for (int attempt = 0; attempt < 2; ++attempt) {
-      auto out = upstream_head(req, *conn, split, *cred, ex.request_id);
+      upstream_head(req, *conn, split, *cred, ex.request_id);
       auto up_start = SteadyClock::now();
-      std::optional<http::response_parser<http::buffer_body>> rp;
-      auto trip = co_await round_trip(out, parser, body, ex, rp, conn->upstream,
+      std::optional<ResponseParser> rp;
+      auto trip = co_await round_trip(parser, body, ex, rp, conn->upstream,
                                       /*streaming=*/attempt == 0, /*fresh=*/false);
       if (trip.caller_error) co_return co_await caller_body_failed(ex, trip.caller_error);
       if (trip.failure != UpstreamFailure::none && trip.reused && !stale_retried &&
@@ -643,7 +723,7 @@ class Session {
         // whatever the policy's `replay` says.)
         stale_retried = true;
         metrics::upstream_stale_retry(ex.integration);
-        trip = co_await round_trip(out, parser, body, ex, rp, conn->upstream,
+        trip = co_await round_trip(parser, body, ex, rp, conn->upstream,
                                    /*streaming=*/false, /*fresh=*/true);
       }
       if (trip.failure != UpstreamFailure::none) {
@@ -700,9 +780,8 @@ class Session {
   // The caller's response head, written by hand into a buffer the connection keeps: the
   // vendor's fields minus hop-by-hop ones, the credential redacted from every value (e.g. a
   // Location carrying it back), our request id and framing.
-  const std::string& response_head(const http::response_parser<http::buffer_body>& rp,
-                                   const Exchange& ex, const Credential& cred, bool chunked,
-                                   bool keep_alive) {
+  const std::string& response_head(const ResponseParser& rp, const Exchange& ex,
+                                   const Credential& cred, bool chunked, bool keep_alive) {
     const auto& in = rp.get();
     std::string& h = head_buffer_;
     h.clear();
@@ -735,9 +814,9 @@ class Session {
     return h;
   }
 
-  asio::awaitable<bool> relay_response(http::response_parser<http::buffer_body>& rp,
-                                       std::unique_ptr<UpstreamConnection> up, Exchange& ex,
-                                       const Credential& cred, bool keep_alive, http::verb method) {
+  asio::awaitable<bool> relay_response(ResponseParser& rp, std::unique_ptr<UpstreamConnection> up,
+                                       Exchange& ex, const Credential& cred, bool keep_alive,
+                                       http::verb method) {
     const auto& cfg = runtime_->config;
     auto& in = rp.get();
     unsigned status = in.result_int();
@@ -768,9 +847,9 @@ class Session {
         in.body().data = buf;
         in.body().size = kRelayBufferBytes;
         up_lowest.expires_after(cfg.upstream.response_timeout);
-        // read_some: whatever arrived goes on at once (a streamed answer is not held back
-        // until the relay buffer fills).
-        auto [rec, rn] = co_await http::async_read_some(up->stream, up->buffer, rp, nothrow);
+        // Whatever arrived goes on at once (a streamed answer is not held back until the
+        // relay buffer fills).
+        auto rec = co_await read_upstream(*up, rp);
         if (rec == http::error::need_buffer) rec = {};
         if (rec) {
           worker_.pool.discard(std::move(up));
@@ -792,20 +871,7 @@ class Session {
       std::array<asio::const_buffer, 4> out{};
       if (!head_sent) out[0] = asio::buffer(head);
       char size_line[24];
-      if (chunked && got) {
-        auto [end, ec] = std::to_chars(size_line, size_line + sizeof size_line - 2, got, 16);
-        end[0] = '\r';
-        end[1] = '\n';
-        out[1] = asio::buffer(size_line, static_cast<std::size_t>(end + 2 - size_line));
-      }
-      if (got) out[2] = asio::buffer(buf, got);
-      if (chunked) {
-        std::string_view tail = got && last ? "\r\n0\r\n\r\n"
-                                : got       ? "\r\n"
-                                : last      ? "0\r\n\r\n"
-                                            : "";
-        out[3] = asio::buffer(tail.data(), tail.size());
-      }
+      frame_piece(out, buf, got, chunked, last, size_line);
       if (asio::buffer_size(out) > 0) {
         lowest().expires_after(cfg.limits.idle_timeout);
         auto [wec, wn] = co_await asio::async_write(stream_, out, nothrow);
@@ -839,6 +905,9 @@ class Session {
   Worker& worker_;
   std::unique_ptr<char[]> relay_buffer_;
   std::string head_buffer_;  // the caller's response head, reused by every request
+  std::string up_head_;      // the upstream request head, likewise
+  std::size_t up_head_fields_end_ = 0;
+  std::string up_out_;  // an upstream write's pieces, made contiguous
   beast::flat_buffer buffer_;
   std::shared_ptr<const Runtime> runtime_;
 };
