@@ -69,10 +69,15 @@ std::optional<SplitTarget> split_target(std::string_view target, std::string* wh
     if (c == '\0' || c == '\r' || c == '\n') return fail("the request target holds NUL, CR or LF");
   auto qpos = target.find('?');
   std::string_view path = target.substr(0, qpos);
-  auto decoded_all = pct_decode(target);
-  if (!decoded_all) return fail("the request target has a malformed percent-escape");
-  for (char c : *decoded_all)
-    if (c == '\0' || c == '\r' || c == '\n') return fail("the request target holds NUL, CR or LF");
+  // Without a '%' the decoded form is the raw one (checked above): no copies to make.
+  bool escaped = target.find('%') != std::string_view::npos;
+  if (escaped) {
+    auto decoded_all = pct_decode(target);
+    if (!decoded_all) return fail("the request target has a malformed percent-escape");
+    for (char c : *decoded_all)
+      if (c == '\0' || c == '\r' || c == '\n')
+        return fail("the request target holds NUL, CR or LF");
+  }
   if (path.find('#') != std::string_view::npos) return fail("the request target holds a fragment");
 
   // Check every segment, decoded, for '.' and '..'.
@@ -80,9 +85,13 @@ std::optional<SplitTarget> split_target(std::string_view target, std::string* wh
   while (pos <= path.size()) {
     auto end = path.find('/', pos);
     auto seg = path.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
-    auto decoded = pct_decode(seg);
-    if (!decoded) return fail("the request path has a malformed percent-escape");
-    if (dot_segment(*decoded)) return fail("the request path holds a '.' or '..' segment");
+    if (escaped) {
+      auto decoded = pct_decode(seg);
+      if (!decoded) return fail("the request path has a malformed percent-escape");
+      if (dot_segment(*decoded)) return fail("the request path holds a '.' or '..' segment");
+    } else if (dot_segment(seg)) {
+      return fail("the request path holds a '.' or '..' segment");
+    }
     if (end == std::string_view::npos) break;
     pos = end + 1;
   }
