@@ -24,6 +24,7 @@
 #include "gateway/observability/metrics.hpp"
 #include "gateway/proxy/errors.hpp"
 #include "gateway/proxy/proxy.hpp"
+#include "gateway/proxy/relay_parser.hpp"
 #include "gateway/proxy/request_rules.hpp"
 
 namespace gw {
@@ -78,7 +79,7 @@ struct Exchange {
 };
 
 using RequestParser = http::request_parser<http::buffer_body>;
-using ResponseParser = http::response_parser<http::buffer_body>;
+using ResponseParser = RelayParser;
 
 template <class Stream>
 class Session {
@@ -664,7 +665,7 @@ class Session {
     }
     auto& up_lowest = beast::get_lowest_layer(up->stream);
     do {
-      rp.emplace();
+      rp.emplace(relay_text_, relay_fields_);
       rp->body_limit(boost::none);
       rp->header_limit(64 * 1024);
       if (parser.get().method() == http::verb::head) rp->skip(true);
@@ -680,7 +681,7 @@ class Session {
         trip.detail = "response: " + rec.message();
         co_return trip;
       }
-    } while (rp->get().result_int() / 100 == 1 && rp->get().result_int() != 101);
+    } while (rp->status() / 100 == 1 && rp->status() != 101);
     trip.up = std::move(up);
     co_return trip;
   }
@@ -733,7 +734,7 @@ class Session {
       }
       auto up = std::move(trip.up);
       ex.upstream_ms += ms_since(up_start);
-      ex.upstream_status = rp->get().result_int();
+      ex.upstream_status = rp->status();
       metrics::upstream_done(ex.integration, ms_since(up_start) / 1000);
       bool token_rejected = policy.reauth_on.count(ex.upstream_status) > 0;
 
@@ -782,27 +783,23 @@ class Session {
   // Location carrying it back), our request id and framing.
   const std::string& response_head(const ResponseParser& rp, const Exchange& ex,
                                    const Credential& cred, bool chunked, bool keep_alive) {
-    const auto& in = rp.get();
     std::string& h = head_buffer_;
     h.clear();
     h += "HTTP/1.1 ";
-    unsigned status = in.result_int();
+    unsigned status = rp.status();
     h += static_cast<char>('0' + status / 100 % 10);
     h += static_cast<char>('0' + status / 10 % 10);
     h += static_cast<char>('0' + status % 10);
     h += ' ';
-    auto reason = in.reason();
-    h.append(reason.data(), reason.size());
+    h += rp.reason();
     h += "\r\n";
-    auto tokens = connection_tokens(in[http::field::connection]);
-    for (const auto& f : in) {
-      auto name = f.name_string();
-      std::string_view n(name.data(), name.size());
+    auto tokens = connection_tokens(rp[http::field::connection]);
+    for (const auto& f : rp.fields()) {
+      auto n = rp.name(f);
       if (is_hop_by_hop(n, tokens) || istarts_with(n, "x-request-id")) continue;
-      auto value = f.value();
       h += n;
       h += ": ";
-      append_redacted(h, std::string_view(value.data(), value.size()), cred.secrets);
+      append_redacted(h, rp.value(f), cred.secrets);
       h += "\r\n";
     }
     h += "X-Request-Id: ";
@@ -818,8 +815,7 @@ class Session {
                                        Exchange& ex, const Credential& cred, bool keep_alive,
                                        http::verb method) {
     const auto& cfg = runtime_->config;
-    auto& in = rp.get();
-    unsigned status = in.result_int();
+    unsigned status = rp.status();
     bool bodiless = method == http::verb::head || status == 204 || status == 304;
     bool chunked = !bodiless && (rp.chunked() || !rp.content_length());
     ex.status = status;
@@ -844,8 +840,7 @@ class Session {
     for (;;) {
       std::size_t got = 0;
       if (!rp.is_done()) {
-        in.body().data = buf;
-        in.body().size = kRelayBufferBytes;
+        rp.body_buffer(buf, kRelayBufferBytes);
         up_lowest.expires_after(cfg.upstream.response_timeout);
         // Whatever arrived goes on at once (a streamed answer is not held back until the
         // relay buffer fills).
@@ -864,7 +859,7 @@ class Session {
           write_access_log(ex);
           co_return false;
         }
-        got = kRelayBufferBytes - in.body().size;
+        got = kRelayBufferBytes - rp.body_left();
       }
       bool last = rp.is_done();
       // Head (once), then the bytes read, framed as a chunk when the answer is chunked.
@@ -907,7 +902,9 @@ class Session {
   std::string head_buffer_;  // the caller's response head, reused by every request
   std::string up_head_;      // the upstream request head, likewise
   std::size_t up_head_fields_end_ = 0;
-  std::string up_out_;  // an upstream write's pieces, made contiguous
+  std::string up_out_;      // an upstream write's pieces, made contiguous
+  std::string relay_text_;  // the vendor's answer head (RelayParser), likewise
+  std::vector<RelayParser::Field> relay_fields_;
   beast::flat_buffer buffer_;
   std::shared_ptr<const Runtime> runtime_;
 };
