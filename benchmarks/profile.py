@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Profiles the gateway on bench.py's setup: one upstream nginx over TLS (103-byte answer),
+the gateway with 1 thread injecting a static Bearer token, wrk -c64 on loopback.
+
+  python3 benchmarks/profile.py split      # user and system CPU per request, next to haproxy
+  python3 benchmarks/profile.py callgrind  # instructions per request, by library (valgrind)
+  python3 benchmarks/profile.py perf       # perf record -g into OUT/perf.data
+  python3 benchmarks/profile.py strace     # system calls per request (strace -c)
+
+Results go to --out (default /tmp/gateway-profile). Not a test: the machine's noise shows
+in `split`; `callgrind` counts instructions, which do not depend on it.
+"""
+import argparse
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+
+
+def start(d, gateway_cmd, with_haproxy):
+    bench.make_certs(d)
+    up = bench.port()
+    procs = [bench.nginx(d, "upstream", """server { listen 127.0.0.1:%d ssl; ssl_certificate %s/up.pem;
+  ssl_certificate_key %s/up.key; location / { return 200 '%s'; } }""" % (up, d, d, bench.BODY))]
+    gp, ap = bench.port(), bench.port()
+    cfg = {"listen": {"address": "127.0.0.1", "port": gp},
+           "admin": {"address": "127.0.0.1", "port": ap}, "threads": 1,
+           "policies": [os.path.join(bench.ROOT, "policies")], "store": {"kind": "memory"},
+           "upstream": {"ca_file": d + "/ca.pem", "max_idle_per_host": 512},
+           "log": {"level": "warn", "access_log": False}, "limits": {"max_connections": 20000},
+           "integrations": [{"name": "v", "policy": "chime",
+                             "overrides": {"upstream": "https://127.0.0.1:%d" % up}}],
+           "connections": [{"id": "a", "integration": "v", "grant": "static",
+                            "credentials": {"access_token": bench.TOKEN}}]}
+    with open(d + "/g.yaml", "w") as f:
+        json.dump(cfg, f)
+    gw = subprocess.Popen(gateway_cmd + [bench.GATEWAY, "--config", d + "/g.yaml"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(gw)
+    targets = [("gateway", gw, "http://127.0.0.1:%d/v/bench" % gp)]
+    if with_haproxy:
+        hp = bench.port()
+        with open(d + "/h.cfg", "w") as f:
+            f.write("""global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:%d
+  http-request set-header Authorization "Bearer %s"
+  default_backend be
+backend be
+  server up 127.0.0.1:%d ssl verify required ca-file %s/ca.pem verifyhost upstream.bench sni str(upstream.bench) alpn http/1.1
+""" % (hp, bench.TOKEN, up, d))
+        ha = subprocess.Popen(["haproxy", "-f", d + "/h.cfg"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        procs.append(ha)
+        bench.wait_port(hp)
+        targets.insert(0, ("haproxy", ha, "http://127.0.0.1:%d/bench" % hp))
+    bench.wait_port(gp, 60)
+    bench.wait_port(up)
+    return procs, targets
+
+
+def cpu_times(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def by_library(annotated, requests):
+    """Sums callgrind_annotate's per-function lines into libraries and header families."""
+    groups, total = collections.Counter(), 0
+    for line in annotated.splitlines():
+        m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S+?):(.*)", line)
+        if not m:
+            continue
+        n, path, fn = int(m.group(1).replace(",", "")), m.group(2), m.group(3)
+        total += n
+        if "libssl" in fn or "libcrypto" in fn:
+            key = "OpenSSL"
+        elif "malloc" in path:
+            key = "malloc/free"
+        elif "libc.so" in fn:
+            key = "libc (memcpy, locks, ...)"
+        elif "/boost/asio" in path:
+            key = "Asio"
+        elif "/boost/beast" in path:
+            key = "Beast"
+        elif "/work/" in path or "gateway/" in path:
+            key = "gateway's own code"
+        elif "c++/" in path:
+            key = "libstdc++ (inlined)"
+        else:
+            key = "other"
+        groups[key] += n
+    print("%d instructions per request (%d requests)" % (total / requests, requests))
+    for key, n in groups.most_common():
+        print("  %5.1f%%  %6.1fk  %s" % (100 * n / total, n / requests / 1000, key))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=("split", "callgrind", "perf", "strace"))
+    ap.add_argument("--out", default="/tmp/gateway-profile")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    d = tempfile.mkdtemp(prefix="gwprof-")
+    prefix = []
+    if args.mode == "callgrind":
+        prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                  "--callgrind-out-file=%s/callgrind.out" % args.out]
+    procs, targets = start(d, prefix, args.mode == "split")
+    try:
+        if args.mode == "split":
+            for _ in range(args.rounds):
+                for name, proc, url in targets:
+                    bench.wrk(url, 64, 1)
+                    u0, s0 = cpu_times(proc.pid)
+                    r = bench.wrk(url, 64, 5)
+                    u1, s1 = cpu_times(proc.pid)
+                    n = max(r["requests"], 1)
+                    print("%-8s %6.0f req/s  user %5.1f us  sys %5.1f us  total %5.1f us  p99 %.2f ms"
+                          % (name, r["rps"], (u1 - u0) / n * 1e6, (s1 - s0) / n * 1e6,
+                             (u1 - u0 + s1 - s0) / n * 1e6, r["p99"]), flush=True)
+            return
+        name, gw, url = targets[-1]
+        if args.mode == "callgrind":
+            bench.wrk(url, 8, 3)  # start-up and warm-up are not counted
+            subprocess.run(["callgrind_control", "-i", "on", str(gw.pid)],
+                           stdout=subprocess.DEVNULL, check=True)
+            r = bench.wrk(url, 8, 10)
+            gw.terminate()
+            gw.wait()
+            out = subprocess.run(["callgrind_annotate", "--threshold=100",
+                                  "%s/callgrind.out" % args.out],
+                                 capture_output=True, text=True).stdout
+            by_library(out, r["requests"])
+            return
+        bench.wrk(url, 64, 1)
+        if args.mode == "perf":
+            tool = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o",
+                                     "%s/perf.data" % args.out, "-p", str(gw.pid)],
+                                    stderr=subprocess.DEVNULL)
+        else:
+            tool = subprocess.Popen(["strace", "-c", "-f", "-o", "%s/strace.txt" % args.out,
+                                     "-p", str(gw.pid)])
+        time.sleep(0.5)
+        r = bench.wrk(url, 64, 5)
+        tool.send_signal(2)
+        tool.wait()
+        print("%d requests; results in %s" % (r["requests"], args.out))
+        if args.mode == "strace":
+            print(open("%s/strace.txt" % args.out).read())
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+
+
+if __name__ == "__main__":
+    main()
