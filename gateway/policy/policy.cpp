@@ -1,11 +1,42 @@
 #include "gateway/policy/policy.hpp"
 
 #include <algorithm>
+#include <cctype>
 
 #include "gateway/config/yaml_reader.hpp"
 
 namespace gw {
 namespace {
+
+// libstdc++'s std::regex overflows a signed integer on a huge repeat count (undefined
+// behaviour the fuzzer found), copies the repeated atom once per count (nested counts
+// multiply) and recurses per character. A var pattern stays small: at most 256 characters,
+// and the product of its {m,n} upper bounds (each + 1) at most 100,000.
+std::string pattern_limits_problem(std::string_view p) {
+  if (p.size() > 256) return "longer than 256 characters";
+  double product = 1;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    if (p[i] == '\\') {
+      ++i;
+      continue;
+    }
+    if (p[i] != '{') continue;
+    std::size_t j = i + 1, bound = 0, digits = 0;
+    for (; j < p.size() && (std::isdigit(static_cast<unsigned char>(p[j])) || p[j] == ','); ++j) {
+      if (p[j] == ',') {
+        bound = digits = 0;
+        continue;
+      }
+      if (++digits > 6) return "a repeat count over 999,999";
+      bound = bound * 10 + static_cast<std::size_t>(p[j] - '0');
+    }
+    if (j < p.size() && p[j] == '}' && j > i + 1) {
+      product *= static_cast<double>(bound) + 1;
+      if (product > 100000) return "repeat counts too large (their product is over 100,000)";
+    }
+  }
+  return {};
+}
 
 class PolicyLoader {
  public:
@@ -131,12 +162,15 @@ class PolicyLoader {
       if (!reader_.check_keys(item.second, k, {"pattern", "required", "default"})) continue;
       VarSpec spec;
       if (reader_.get(item.second, k, "pattern", spec.pattern_text)) {
-        try {
-          spec.pattern.emplace(spec.pattern_text, std::regex::ECMAScript);
-        } catch (const std::regex_error& e) {
-          reader_.problem(item.second["pattern"], k + ".pattern",
-                          std::string("bad regex: ") + e.what());
-        }
+        if (auto why = pattern_limits_problem(spec.pattern_text); !why.empty()) {
+          reader_.problem(item.second["pattern"], k + ".pattern", "regex " + why);
+        } else
+          try {
+            spec.pattern.emplace(spec.pattern_text, std::regex::ECMAScript);
+          } catch (const std::regex_error& e) {
+            reader_.problem(item.second["pattern"], k + ".pattern",
+                            std::string("bad regex: ") + e.what());
+          }
       }
       reader_.get(item.second, k, "required", spec.required);
       std::string def;

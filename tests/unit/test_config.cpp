@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -221,4 +223,36 @@ TEST_CASE("cidr") {
   CHECK_FALSE(parse_cidr("10.0.0.0/33"));
   CHECK_FALSE(parse_cidr("nonsense"));
   CHECK(parse_cidr("::1/128"));
+}
+
+TEST_CASE("a var pattern with huge repeat counts is a clear problem, not undefined behaviour") {
+  auto dir = std::filesystem::temp_directory_path() / ("gw-pattern-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto policy_with = [&](const std::string& pattern) {
+    std::ofstream(dir / "p.yaml", std::ios::trunc)
+        << "name: p\nupstream: https://{site}.example.com\ninject:\n  header: Authorization\n"
+           "  value: \"Bearer {access_token}\"\nvars:\n  site:\n    pattern: '"
+        << pattern << "'\n";
+    return dir;
+  };
+  // The fuzzer's find: libstdc++ overflowed a signed integer reading this count.
+  try {
+    load_policies({policy_with("a{2555555555555555555}")});
+    FAIL("loaded");
+  } catch (const ConfigError& e) {
+    bool named = false;
+    for (const auto& p : e.problems())
+      named = named ||
+              p.find("vars.site.pattern: regex a repeat count over 999,999") != std::string::npos;
+    CHECK(named);
+  }
+  CHECK_THROWS_AS(load_policies({policy_with("((a{99}){99}){99}")}), ConfigError);
+  CHECK_THROWS_AS(load_policies({policy_with(std::string(300, 'a'))}), ConfigError);
+  // Within the limits: no problem about the pattern (the shipped ones use {0,252}).
+  try {
+    load_policies({policy_with("^[a-z0-9-]{1,63}\\\\.x{2}$")});
+  } catch (const ConfigError& e) {
+    for (const auto& p : e.problems()) CHECK(p.find("pattern") == std::string::npos);
+  }
+  std::filesystem::remove_all(dir);
 }
