@@ -23,8 +23,8 @@
 #include "gateway/observability/log.hpp"
 #include "gateway/observability/metrics.hpp"
 #include "gateway/proxy/errors.hpp"
+#include "gateway/proxy/indexed_parser.hpp"
 #include "gateway/proxy/proxy.hpp"
-#include "gateway/proxy/relay_parser.hpp"
 #include "gateway/proxy/request_rules.hpp"
 
 namespace gw {
@@ -78,7 +78,7 @@ struct Exchange {
   std::uint64_t bytes_in = 0, bytes_out = 0;
 };
 
-using RequestParser = http::request_parser<http::buffer_body>;
+using RequestParser = CallerParser;
 using ResponseParser = RelayParser;
 
 template <class Stream>
@@ -100,7 +100,7 @@ class Session {
         buffer_.commit(n);
       }
       first = false;
-      RequestParser parser;
+      RequestParser parser(req_text_, req_fields_);
       parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
       parser.body_limit(limits.max_body_bytes);
       auto [ec, timed_out] = co_await read_head(parser, limits.header_timeout);
@@ -279,18 +279,18 @@ class Session {
   // that is not plain digits ("5, 5"); a Transfer-Encoding other than exactly "chunked"
   // (RFC 9112 6.3: chunked must be final, and we apply no other coding), or next to a
   // Content-Length.
-  static std::string framing_problem(const http::request<http::buffer_body>& req) {
-    auto te = req.equal_range(http::field::transfer_encoding);
-    auto cl = req.equal_range(http::field::content_length);
-    if (te.first != te.second) {
-      if (cl.first != cl.second) return "both Content-Length and Transfer-Encoding";
-      if (std::next(te.first) != te.second) return "more than one Transfer-Encoding header";
-      if (!beast::iequals(te.first->value(), "chunked"))
+  static std::string framing_problem(const RequestParser& req) {
+    auto te = req.count(http::field::transfer_encoding);
+    auto cl = req.count(http::field::content_length);
+    if (te) {
+      if (cl) return "both Content-Length and Transfer-Encoding";
+      if (te > 1) return "more than one Transfer-Encoding header";
+      if (!beast::iequals(req[http::field::transfer_encoding], "chunked"))
         return "Transfer-Encoding other than chunked";
     }
-    if (cl.first == cl.second) return {};
-    if (std::next(cl.first) != cl.second) return "more than one Content-Length header";
-    auto v = cl.first->value();
+    if (!cl) return {};
+    if (cl > 1) return "more than one Content-Length header";
+    auto v = req[http::field::content_length];
     if (v.empty() || v.find_first_not_of("0123456789") != std::string_view::npos)
       return "Content-Length is not a number";
     return {};
@@ -298,7 +298,7 @@ class Session {
 
   // Returns whether the downstream connection stays open for another request.
   asio::awaitable<bool> handle(RequestParser& parser) {
-    auto& req = parser.get();
+    const auto& req = parser;
     Exchange ex;
     auto rid = req["X-Request-Id"];
     ex.request_id = usable_request_id(rid) ? std::string(rid) : new_request_id();
@@ -375,8 +375,8 @@ class Session {
   // The upstream request head, written by hand into a buffer the connection keeps: the
   // caller's fields minus what must not travel, plus Host, our request id and the credential.
   // Framing and the blank line that ends the head are added as it is sent (set_framing).
-  void upstream_head(const http::request<http::buffer_body>& req, const Connection& conn,
-                     const SplitTarget& split, const Credential& cred, const std::string& rid) {
+  void upstream_head(const RequestParser& req, const Connection& conn, const SplitTarget& split,
+                     const Credential& cred, const std::string& rid) {
     std::string& h = up_head_;
     h.clear();
     auto method = req.method_string();
@@ -394,11 +394,10 @@ class Session {
     h += " HTTP/1.1\r\n";
     bool header_cred = cred.kind != InjectKind::query;
     auto tokens = connection_tokens(req[http::field::connection]);
-    for (const auto& f : req) {
-      auto name = f.name_string();
-      std::string_view n(name.data(), name.size());
+    for (const auto& f : req.fields()) {
+      auto n = req.name(f);
       if (is_hop_by_hop(n, tokens) || istarts_with(n, "x-gateway-")) continue;
-      switch (f.name()) {
+      switch (f.name) {
         case http::field::authorization:
         case http::field::host:
         case http::field::expect:
@@ -409,10 +408,9 @@ class Session {
       }
       if (istarts_with(n, "x-request-id") || (header_cred && beast::iequals(n, cred.name)))
         continue;
-      auto value = f.value();
       h += n;
       h += ": ";
-      h.append(value.data(), value.size());
+      h += req.value(f);
       h += "\r\n";
     }
     h += "Host: ";
@@ -490,8 +488,7 @@ class Session {
     for (;;) {
       std::size_t got = 0;
       if (!parser.is_done()) {
-        parser.get().body().data = buf;
-        parser.get().body().size = kRelayBufferBytes;
+        parser.body_buffer(buf, kRelayBufferBytes);
         lowest().expires_after(cfg.limits.idle_timeout);
         auto [rec, rn] = co_await http::async_read_some(stream_, buffer_, parser, nothrow);
         if (rec == http::error::need_buffer) rec = {};
@@ -499,7 +496,7 @@ class Session {
           body.caller_error = rec;
           co_return rec;
         }
-        got = kRelayBufferBytes - parser.get().body().size;
+        got = kRelayBufferBytes - parser.body_left();
         ex.bytes_in += got;
         if (body.complete_copy) {
           if (body.kept.size() + got <= cfg.limits.replay_body_bytes) {
@@ -668,7 +665,7 @@ class Session {
       rp.emplace(relay_text_, relay_fields_);
       rp->body_limit(boost::none);
       rp->header_limit(64 * 1024);
-      if (parser.get().method() == http::verb::head) rp->skip(true);
+      if (parser.method() == http::verb::head) rp->skip(true);
       up_lowest.expires_after(cfg.upstream.response_timeout);
       beast::error_code rec;
       do rec = co_await read_upstream(*up, *rp);
@@ -689,7 +686,7 @@ class Session {
   asio::awaitable<bool> forward(RequestParser& parser, Exchange& ex, const Integration& integ,
                                 std::shared_ptr<Connection> conn, const SplitTarget& split,
                                 std::shared_ptr<const Credential> cred, bool keep_alive) {
-    auto& req = parser.get();
+    const auto& req = parser;
     const auto& cfg = runtime_->config;
     const Policy& policy = *integ.policy;
     Body body;
@@ -904,7 +901,9 @@ class Session {
   std::size_t up_head_fields_end_ = 0;
   std::string up_out_;      // an upstream write's pieces, made contiguous
   std::string relay_text_;  // the vendor's answer head (RelayParser), likewise
-  std::vector<RelayParser::Field> relay_fields_;
+  std::vector<IndexedField> relay_fields_;
+  std::string req_text_;  // the caller's request head (CallerParser), likewise
+  std::vector<IndexedField> req_fields_;
   beast::flat_buffer buffer_;
   std::shared_ptr<const Runtime> runtime_;
 };

@@ -7,14 +7,14 @@
 #include <string>
 #include <vector>
 
-#include "gateway/proxy/relay_parser.hpp"
+#include "gateway/proxy/indexed_parser.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;
   std::size_t step = 1 + data[0] % 64, room = 1 + data[1];
   std::string_view wire(reinterpret_cast<const char*>(data) + 2, size - 2);
   std::string text, pending;
-  std::vector<gw::RelayParser::Field> fields;
+  std::vector<gw::IndexedField> fields;
   gw::RelayParser p(text, fields);
   p.header_limit(4096);
   p.body_limit(boost::none);

@@ -2,7 +2,7 @@
 
 #include <boost/asio/buffer.hpp>
 
-#include "gateway/proxy/relay_parser.hpp"
+#include "gateway/proxy/indexed_parser.hpp"
 
 using namespace gw;
 namespace http = boost::beast::http;
@@ -44,7 +44,7 @@ std::string feed(RelayParser& p, std::string_view wire, std::size_t step, std::s
 
 TEST_CASE("RelayParser keeps the head in one string and relays a chunked body") {
   std::string text;
-  std::vector<RelayParser::Field> fields;
+  std::vector<IndexedField> fields;
   const std::string wire =
       "HTTP/1.1 201 Created Here\r\nX-One: a\r\nConnection: keep-alive, X-One\r\n"
       "Set-Cookie: s=1\r\nSet-Cookie: t=2\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -73,7 +73,7 @@ TEST_CASE("RelayParser keeps the head in one string and relays a chunked body") 
 
 TEST_CASE("RelayParser: a new answer clears the last one's head; lengths and need_buffer") {
   std::string text;
-  std::vector<RelayParser::Field> fields;
+  std::vector<IndexedField> fields;
   {
     RelayParser first(text, fields);
     boost::system::error_code ec;
@@ -97,4 +97,32 @@ TEST_CASE("RelayParser: a new answer clears the last one's head; lengths and nee
   used = q.put(boost::asio::buffer(wire.substr(used)), ec);
   CHECK(ec == http::error::need_buffer);
   CHECK(used == 0);
+}
+
+TEST_CASE("CallerParser keeps the request line and fields; looks names up either way") {
+  std::string text;
+  std::vector<IndexedField> fields;
+  CallerParser p(text, fields);
+  const std::string wire =
+      "PATCH /chime/v1/leads?x=1 HTTP/1.1\r\nHost: gw\r\nx-request-id: abc\r\n"
+      "Content-Length: 4\r\nX-Gateway-Connection: acme\r\n\r\nbody";
+  boost::system::error_code ec;
+  auto used = p.put(boost::asio::buffer(wire), ec);
+  CHECK_FALSE(ec);
+  REQUIRE(p.is_header_done());
+  CHECK(p.method() == http::verb::patch);
+  CHECK(p.method_string() == "PATCH");
+  CHECK(p.target() == "/chime/v1/leads?x=1");
+  CHECK(p["X-Request-Id"] == "abc");
+  CHECK(p["x-gateway-connection"] == "acme");
+  CHECK(p[http::field::host] == "gw");
+  CHECK(p.count(http::field::content_length) == 1);
+  CHECK(p.count(http::field::transfer_encoding) == 0);
+  CHECK(p.keep_alive());
+  char buf[8];
+  p.body_buffer(buf, sizeof buf);
+  p.put(boost::asio::buffer(wire.substr(used)), ec);
+  CHECK_FALSE(ec);
+  CHECK(p.is_done());
+  CHECK(std::string(buf, sizeof buf - p.body_left()) == "body");
 }
