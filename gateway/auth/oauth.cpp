@@ -102,6 +102,8 @@ std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOv
 
 namespace {
 
+constexpr long long kMaxExpiresIn = 10LL * 365 * 24 * 3600;  // seconds
+
 // RFC 6749 A.12/A.17: a token is VSCHAR (%x20-7E). Anything else (a CR or LF above all)
 // would let a vendor's answer forge header lines when the token is injected.
 bool token_chars(std::string_view token) {
@@ -128,9 +130,11 @@ TokenResult parse_token_response(unsigned status, std::string_view body) {
       if (json.contains("expires_in")) {
         const auto& e = json["expires_in"];
         long long secs = -1;
-        if (e.is_number())
-          secs = static_cast<long long>(e.get<double>());
-        else if (e.is_string()) {
+        if (e.is_number()) {
+          // Cast only what fits: a double beyond long long (1e25, NaN) is undefined behaviour.
+          double d = e.get<double>();
+          if (d >= 0 && d <= kMaxExpiresIn) secs = static_cast<long long>(d);
+        } else if (e.is_string()) {
           try {
             std::size_t used = 0;
             auto text = e.get<std::string>();
@@ -140,7 +144,9 @@ TokenResult parse_token_response(unsigned status, std::string_view body) {
             secs = -1;
           }
         }
-        if (secs >= 0) r.expires_in = Millis(secs * 1000);
+        // Beyond ten years is not a lifetime but garbage: treated as absent (the policy's
+        // default applies), which also keeps secs * 1000 from overflowing.
+        if (secs >= 0 && secs <= kMaxExpiresIn) r.expires_in = Millis(secs * 1000);
       }
       return r;
     }

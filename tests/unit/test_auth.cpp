@@ -33,6 +33,17 @@ TEST_CASE("token responses: expires_in forms and error classes") {
   CHECK(ok.failure == TokenFailure::none);
   CHECK(ok.refresh_token == "r");
   CHECK(ok.expires_in == Millis(3600000));
+  // The fuzzer's find: 4.4e25 cast to long long was undefined behaviour. Absurd lifetimes are
+  // treated as absent; so are negative ones.
+  for (const char* absurd :
+       {"4.44444e+25", "1e300", "-5", "315360001", "\"99999999999999999999\""}) {
+    auto r = parse_token_response(
+        200, std::string(R"({"access_token":"a","expires_in":)") + absurd + "}");
+    CHECK(r.failure == TokenFailure::none);
+    CHECK_FALSE(r.expires_in);
+  }
+  CHECK(parse_token_response(200, R"({"access_token":"a","expires_in":315360000})").expires_in ==
+        Millis(315360000000LL));
   auto zendesk = parse_token_response(200, R"({"access_token":"a","token_type":"Bearer"})");
   CHECK(zendesk.failure == TokenFailure::none);
   CHECK_FALSE(zendesk.expires_in);
