@@ -55,6 +55,8 @@ TEST_CASE("token responses: expires_in forms and error classes") {
   CHECK(forged.error == "malformed_token_response");
   CHECK(parse_token_response(200, R"({"access_token":"a","refresh_token":"r\n"})").failure ==
         TokenFailure::transient);
+  // The fuzzer's second find: a float "code" (4e99) was cast to long long.
+  CHECK(parse_token_response(400, R"({"code":4.01013e+99})").error == "http_400");
   auto grant = parse_token_response(400, R"({"error":"invalid_grant"})");
   CHECK(grant.failure == TokenFailure::permanent);
   CHECK(grant.error == "invalid_grant");
