@@ -156,7 +156,8 @@ TokenResult parse_token_response(unsigned status, std::string_view body) {
   }
   // Error answers: OAuth {"error"}, Comm100 {code, message} (an integer code: a float such as
   // 4e99 would not fit the cast), Chip's bare status.
-  if (json.is_object() && json.contains("error") && json["error"].is_string())
+  if (json.is_object() && json.contains("error") && json["error"].is_string() &&
+      !json["error"].get_ref<const std::string&>().empty())
     r.error = json["error"].get<std::string>();
   else if (json.is_object() && json.contains("code") && json["code"].is_number_integer())
     r.error = "comm100_" + std::to_string(json["code"].get<long long>());

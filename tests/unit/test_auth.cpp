@@ -57,6 +57,8 @@ TEST_CASE("token responses: expires_in forms and error classes") {
         TokenFailure::transient);
   // The fuzzer's second find: a float "code" (4e99) was cast to long long.
   CHECK(parse_token_response(400, R"({"code":4.01013e+99})").error == "http_400");
+  // And its third: an empty "error" left the failure without a reason.
+  CHECK(parse_token_response(501, R"({"error":""})").error == "http_501");
   auto grant = parse_token_response(400, R"({"error":"invalid_grant"})");
   CHECK(grant.failure == TokenFailure::permanent);
   CHECK(grant.error == "invalid_grant");
