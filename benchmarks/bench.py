@@ -139,6 +139,56 @@ def parse_wrk(out):
             "non2xx": int(errors.group(1)) if errors else 0}
 
 
+def upstream_nginx(d, up, status_port=None):
+    """The upstream every proxy forwards to: nginx, 1 worker, TLS, a BODY-byte answer."""
+    status = ("\nserver { listen 127.0.0.1:%d; location / { stub_status; } }" % status_port
+              if status_port else "")
+    return nginx(d, "upstream", """server { listen 127.0.0.1:%d ssl; ssl_certificate %s/up.pem;
+  ssl_certificate_key %s/up.key; location / { return 200 '%s'; } }""" % (up, d, d, BODY) + status)
+
+
+def haproxy(d, threads, listen, up):
+    """haproxy with `threads` threads injecting the Bearer header, TLS to the upstream."""
+    cfg = os.path.join(d, "haproxy%d.cfg" % threads)
+    with open(cfg, "w") as f:
+        f.write("""global
+  nbthread %d
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:%d
+  http-request set-header Authorization "Bearer %s"
+  default_backend be
+backend be
+  server up 127.0.0.1:%d ssl verify required ca-file %s/ca.pem verifyhost upstream.bench sni str(upstream.bench) alpn http/1.1
+""" % (threads, listen, TOKEN, up, d))
+    return subprocess.Popen(["haproxy", "-f", cfg], stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(d, "haproxy%d.err" % threads), "w"))
+
+
+def gateway_config(d, threads, listen, admin, up):
+    """The gateway injecting the same Bearer token (a static Chime connection)."""
+    cfg = {"listen": {"address": "127.0.0.1", "port": listen},
+           "admin": {"address": "127.0.0.1", "port": admin}, "threads": threads,
+           "policies": [os.path.join(ROOT, "policies")], "store": {"kind": "memory"},
+           "upstream": {"ca_file": d + "/ca.pem", "max_idle_per_host": 512},
+           "log": {"level": "warn", "access_log": False},
+           "limits": {"max_connections": 20000},
+           "integrations": [{"name": "v", "policy": "chime",
+                             "overrides": {"upstream": "https://127.0.0.1:%d" % up}}],
+           "connections": [{"id": "a", "integration": "v", "grant": "static",
+                            "credentials": {"access_token": TOKEN}}]}
+    path = os.path.join(d, "gateway%d.yaml" % threads)
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
@@ -154,9 +204,7 @@ def main():
     make_certs(d)
     procs = []
     up, status_port = port(), port()
-    procs.append(nginx(d, "upstream", """server { listen 127.0.0.1:%d ssl; ssl_certificate %s/up.pem;
-  ssl_certificate_key %s/up.key; location / { return 200 '%s'; } }
-server { listen 127.0.0.1:%d; location / { stub_status; } }""" % (up, d, d, BODY, status_port)))
+    procs.append(upstream_nginx(d, up, status_port))
     ng = port()
     procs.append(nginx(d, "proxy", """upstream vendor { server 127.0.0.1:%d; keepalive 256; }
 server { listen 127.0.0.1:%d; location / {
@@ -167,43 +215,11 @@ server { listen 127.0.0.1:%d; location / {
     proxies = {"nginx 1w": ("nginx", ng, procs[-1])}
     for threads in (1, 2):
         hp = port()
-        cfg = os.path.join(d, "haproxy%d.cfg" % threads)
-        with open(cfg, "w") as f:
-            f.write("""global
-  nbthread %d
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:%d
-  http-request set-header Authorization "Bearer %s"
-  default_backend be
-backend be
-  server up 127.0.0.1:%d ssl verify required ca-file %s/ca.pem verifyhost upstream.bench sni str(upstream.bench) alpn http/1.1
-""" % (threads, hp, TOKEN, up, d))
-        p = subprocess.Popen(["haproxy", "-f", cfg], stdout=subprocess.DEVNULL,
-                             stderr=open(os.path.join(d, "haproxy%d.err" % threads), "w"))
-        procs.append(p)
-        proxies["haproxy %dt" % threads] = ("haproxy", hp, p)
+        procs.append(haproxy(d, threads, hp, up))
+        proxies["haproxy %dt" % threads] = ("haproxy", hp, procs[-1])
     for threads in (1, 2):
-        gp, ap_ = port(), port()
-        cfg = {"listen": {"address": "127.0.0.1", "port": gp},
-               "admin": {"address": "127.0.0.1", "port": ap_}, "threads": threads,
-               "policies": [os.path.join(ROOT, "policies")], "store": {"kind": "memory"},
-               "upstream": {"ca_file": d + "/ca.pem", "max_idle_per_host": 512},
-               "log": {"level": "warn", "access_log": False},
-               "limits": {"max_connections": 20000},
-               "integrations": [{"name": "v", "policy": "chime",
-                                 "overrides": {"upstream": "https://127.0.0.1:%d" % up}}],
-               "connections": [{"id": "a", "integration": "v", "grant": "static",
-                                "credentials": {"access_token": TOKEN}}]}
-        path = os.path.join(d, "gateway%d.yaml" % threads)
-        with open(path, "w") as f:
-            json.dump(cfg, f)
+        gp = port()
+        path = gateway_config(d, threads, gp, port(), up)
         p = subprocess.Popen([GATEWAY, "--config", path], stdout=subprocess.DEVNULL)
         procs.append(p)
         proxies["gateway %dt" % threads] = ("gateway", gp, p)

@@ -12,7 +12,6 @@ in `split`; `callgrind` counts instructions, which do not depend on it.
 """
 import argparse
 import collections
-import json
 import os
 import re
 import subprocess
@@ -27,45 +26,16 @@ import bench  # noqa: E402
 def start(d, gateway_cmd, with_haproxy):
     bench.make_certs(d)
     up = bench.port()
-    procs = [bench.nginx(d, "upstream", """server { listen 127.0.0.1:%d ssl; ssl_certificate %s/up.pem;
-  ssl_certificate_key %s/up.key; location / { return 200 '%s'; } }""" % (up, d, d, bench.BODY))]
-    gp, ap = bench.port(), bench.port()
-    cfg = {"listen": {"address": "127.0.0.1", "port": gp},
-           "admin": {"address": "127.0.0.1", "port": ap}, "threads": 1,
-           "policies": [os.path.join(bench.ROOT, "policies")], "store": {"kind": "memory"},
-           "upstream": {"ca_file": d + "/ca.pem", "max_idle_per_host": 512},
-           "log": {"level": "warn", "access_log": False}, "limits": {"max_connections": 20000},
-           "integrations": [{"name": "v", "policy": "chime",
-                             "overrides": {"upstream": "https://127.0.0.1:%d" % up}}],
-           "connections": [{"id": "a", "integration": "v", "grant": "static",
-                            "credentials": {"access_token": bench.TOKEN}}]}
-    with open(d + "/g.yaml", "w") as f:
-        json.dump(cfg, f)
-    gw = subprocess.Popen(gateway_cmd + [bench.GATEWAY, "--config", d + "/g.yaml"],
+    procs = [bench.upstream_nginx(d, up)]
+    gp = bench.port()
+    path = bench.gateway_config(d, 1, gp, bench.port(), up)
+    gw = subprocess.Popen(gateway_cmd + [bench.GATEWAY, "--config", path],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs.append(gw)
     targets = [("gateway", gw, "http://127.0.0.1:%d/v/bench" % gp)]
     if with_haproxy:
         hp = bench.port()
-        with open(d + "/h.cfg", "w") as f:
-            f.write("""global
-  nbthread 1
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:%d
-  http-request set-header Authorization "Bearer %s"
-  default_backend be
-backend be
-  server up 127.0.0.1:%d ssl verify required ca-file %s/ca.pem verifyhost upstream.bench sni str(upstream.bench) alpn http/1.1
-""" % (hp, bench.TOKEN, up, d))
-        ha = subprocess.Popen(["haproxy", "-f", d + "/h.cfg"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+        ha = bench.haproxy(d, 1, hp, up)
         procs.append(ha)
         bench.wait_port(hp)
         targets.insert(0, ("haproxy", ha, "http://127.0.0.1:%d/bench" % hp))

@@ -64,6 +64,21 @@ std::string files_digest(std::initializer_list<std::string_view> paths) {
   return std::string(reinterpret_cast<const char*>(out), n);
 }
 
+// The TLS context `previous` holds when the files it was built from hash the same as
+// `digest`; otherwise a new one from `build`, its failure reported as `where: what`.
+template <class Build>
+std::shared_ptr<asio::ssl::context> reuse_or_build(const std::string& digest,
+                                                   const std::string& previous_digest,
+                                                   std::shared_ptr<asio::ssl::context> previous,
+                                                   const std::string& where, Build build) {
+  if (previous && !digest.empty() && digest == previous_digest) return previous;
+  try {
+    return build();
+  } catch (const std::exception& e) {
+    throw ConfigError({where + ": " + e.what()});
+  }
+}
+
 // Everything a start or reload builds; throws ConfigError on configuration problems. A
 // TLS context whose files are unchanged since `previous` is carried over, not rebuilt.
 std::shared_ptr<const Runtime> load_runtime(const std::filesystem::path& file,
@@ -73,28 +88,18 @@ std::shared_ptr<const Runtime> load_runtime(const std::filesystem::path& file,
   auto policies = load_policies(rt->config.policy_dirs);
   rt->routes = build_routes(rt->config, std::move(policies));
   rt->client_tls_digest = files_digest({rt->config.upstream.ca_file.native()});
-  if (previous && !rt->client_tls_digest.empty() &&
-      rt->client_tls_digest == previous->client_tls_digest) {
-    rt->client_tls = previous->client_tls;
-  } else {
-    try {
-      rt->client_tls = make_client_tls(rt->config.upstream);
-    } catch (const std::exception& e) {
-      throw ConfigError({rt->config.locate("upstream") + ": upstream.ca_file: " + e.what()});
-    }
-  }
+  rt->client_tls =
+      reuse_or_build(rt->client_tls_digest, previous ? previous->client_tls_digest : std::string(),
+                     previous ? previous->client_tls : nullptr,
+                     rt->config.locate("upstream") + ": upstream.ca_file",
+                     [&] { return make_client_tls(rt->config.upstream); });
   if (const auto& tls = rt->config.listen.tls) {
     rt->server_tls_digest = files_digest({tls->cert_file, tls->key_file, tls->client_ca_file});
-    if (previous && previous->server_tls && !rt->server_tls_digest.empty() &&
-        rt->server_tls_digest == previous->server_tls_digest) {
-      rt->server_tls = previous->server_tls;
-    } else {
-      try {
-        rt->server_tls = make_server_tls(*tls);
-      } catch (const std::exception& e) {
-        throw ConfigError({rt->config.file.filename().string() + ": listen.tls: " + e.what()});
-      }
-    }
+    rt->server_tls = reuse_or_build(rt->server_tls_digest,
+                                    previous ? previous->server_tls_digest : std::string(),
+                                    previous ? previous->server_tls : nullptr,
+                                    rt->config.file.filename().string() + ": listen.tls",
+                                    [&] { return make_server_tls(*tls); });
   }
   return rt;
 }
@@ -324,9 +329,10 @@ class Gateway {
 
   void reload() {
     try {
-      auto loaded = load_runtime(file_, shared_.runtime.load().get());
+      auto current = shared_.runtime.load();
+      auto loaded = load_runtime(file_, current.get());
       auto rt = std::make_shared<Runtime>(*loaded);
-      rt->routes = carry_over(*shared_.runtime.load()->routes, rt->routes);
+      rt->routes = carry_over(*current->routes, rt->routes);
       log::set_level(log::parse_level(rt->config.log.level));
       shared_.runtime.store(rt);
       metrics::config_reload(true);

@@ -1,7 +1,5 @@
 #include "gateway/auth/credential.hpp"
 
-#include <algorithm>
-
 #include "gateway/auth/crypto.hpp"
 
 namespace gw {
@@ -33,6 +31,12 @@ std::optional<std::string> lookup_placeholder(const Connection& c, const StringM
   return std::nullopt;
 }
 
+bool visible_ascii(std::string_view value) {
+  for (char c : value)
+    if (c < 0x20 || c > 0x7e) return false;
+  return true;
+}
+
 std::optional<Credential> render_credential(const Connection& c, std::string access_token,
                                             std::string* error) {
   Credential out;
@@ -61,9 +65,7 @@ std::optional<Credential> render_credential(const Connection& c, std::string acc
     out.secrets = {out.value};
     // Injected as a header line as is: a CR, LF or other control byte would forge header
     // lines (a query parameter is percent-encoded instead).
-    if (spec.kind == InjectKind::header &&
-        std::any_of(out.value.begin(), out.value.end(),
-                    [](char ch) { return ch < 0x20 || ch > 0x7e; })) {
+    if (spec.kind == InjectKind::header && !visible_ascii(out.value)) {
       if (error) *error = "the credential holds characters a header value cannot carry";
       return std::nullopt;
     }

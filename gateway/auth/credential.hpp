@@ -82,8 +82,12 @@ class Connection {
   Snapshot<Credential> credential_;
 };
 
+// Printable ASCII only (RFC 6749 VSCHAR, %x20-7E): what may go into a header line as is. A
+// CR or LF in a token or credential would otherwise forge header lines upstream.
+bool visible_ascii(std::string_view value);
+
 // Renders the policy's inject spec for `token` into a Credential. Nullopt with `error` set
-// when a placeholder has no value.
+// when a placeholder has no value, or a header value would not be visible ASCII.
 std::optional<Credential> render_credential(const Connection& connection, std::string access_token,
                                             std::string* error);
 

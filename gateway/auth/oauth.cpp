@@ -104,14 +104,6 @@ namespace {
 
 constexpr long long kMaxExpiresIn = 10LL * 365 * 24 * 3600;  // seconds
 
-// RFC 6749 A.12/A.17: a token is VSCHAR (%x20-7E). Anything else (a CR or LF above all)
-// would let a vendor's answer forge header lines when the token is injected.
-bool token_chars(std::string_view token) {
-  for (char c : token)
-    if (c < 0x20 || c > 0x7e) return false;
-  return true;
-}
-
 }  // namespace
 
 TokenResult parse_token_response(unsigned status, std::string_view body) {
@@ -119,14 +111,17 @@ TokenResult parse_token_response(unsigned status, std::string_view body) {
   r.status = status;
   auto json = nlohmann::json::parse(body, nullptr, false);
   if (status / 100 == 2) {
-    if (json.is_object() && json.contains("access_token") && json["access_token"].is_string() &&
-        !json["access_token"].get<std::string>().empty() &&
-        token_chars(json["access_token"].get<std::string>()) &&
-        (!json.contains("refresh_token") || !json["refresh_token"].is_string() ||
-         token_chars(json["refresh_token"].get<std::string>()))) {
-      r.access_token = json["access_token"].get<std::string>();
-      if (json.contains("refresh_token") && json["refresh_token"].is_string())
-        r.refresh_token = json["refresh_token"].get<std::string>();
+    // Tokens are VSCHAR (RFC 6749 A.12, A.17): anything else is a malformed answer.
+    auto token = [&](const char* key) -> const std::string* {
+      if (!json.is_object() || !json.contains(key) || !json[key].is_string()) return nullptr;
+      return &json[key].get_ref<const std::string&>();
+    };
+    const std::string* access = token("access_token");
+    const std::string* refresh = token("refresh_token");
+    if (access && !access->empty() && visible_ascii(*access) &&
+        (!refresh || visible_ascii(*refresh))) {
+      r.access_token = *access;
+      if (refresh) r.refresh_token = *refresh;
       if (json.contains("expires_in")) {
         const auto& e = json["expires_in"];
         long long secs = -1;

@@ -162,15 +162,17 @@ class PolicyLoader {
       if (!reader_.check_keys(item.second, k, {"pattern", "required", "default"})) continue;
       VarSpec spec;
       if (reader_.get(item.second, k, "pattern", spec.pattern_text)) {
-        if (auto why = pattern_limits_problem(spec.pattern_text); !why.empty()) {
-          reader_.problem(item.second["pattern"], k + ".pattern", "regex " + why);
-        } else
+        auto why = pattern_limits_problem(spec.pattern_text);
+        if (why.empty()) {
           try {
             spec.pattern.emplace(spec.pattern_text, std::regex::ECMAScript);
           } catch (const std::regex_error& e) {
-            reader_.problem(item.second["pattern"], k + ".pattern",
-                            std::string("bad regex: ") + e.what());
+            why = std::string("bad regex: ") + e.what();
           }
+        } else {
+          why = "regex " + why;
+        }
+        if (!why.empty()) reader_.problem(item.second["pattern"], k + ".pattern", why);
       }
       reader_.get(item.second, k, "required", spec.required);
       std::string def;

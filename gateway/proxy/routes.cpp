@@ -148,6 +148,17 @@ std::shared_ptr<Connection> make_connection(const ConnectionConfig& cc, const In
   return conn;
 }
 
+namespace {
+
+// Takes connection `id` out of an integration (a copy the caller owns).
+void drop(Integration& integ, const std::string& id) {
+  std::erase_if(integ.connections, [&](const auto& c) { return c->id == id; });
+  if (integ.default_connection && integ.default_connection->id == id)
+    integ.default_connection.reset();
+}
+
+}  // namespace
+
 std::shared_ptr<const Routes> with_connection(const Routes& routes,
                                               std::shared_ptr<Connection> conn) {
   return with_connections(routes, {std::move(conn)});
@@ -168,11 +179,7 @@ std::shared_ptr<const Routes> with_connections(
   };
   for (const auto& conn : add) {
     if (auto old = out->connections.find(conn->id); old != out->connections.end()) {
-      if (auto* integ = own(old->second->integration)) {
-        std::erase_if(integ->connections, [&](const auto& c) { return c->id == conn->id; });
-        if (integ->default_connection && integ->default_connection->id == conn->id)
-          integ->default_connection.reset();
-      }
+      if (auto* integ = own(old->second->integration)) drop(*integ, conn->id);
       out->connections.erase(old);
     }
     auto* integ = own(conn->integration);
@@ -191,9 +198,7 @@ std::shared_ptr<const Routes> without_connection(const Routes& routes, const std
   auto it = out->integrations.find(cit->second->integration);
   if (it != out->integrations.end()) {
     auto integ = std::make_shared<Integration>(*it->second);
-    std::erase_if(integ->connections, [&](const auto& c) { return c->id == id; });
-    if (integ->default_connection && integ->default_connection->id == id)
-      integ->default_connection.reset();
+    drop(*integ, id);
     it->second = integ;
   }
   out->connections.erase(cit);
