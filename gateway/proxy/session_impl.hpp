@@ -477,11 +477,9 @@ class Session {
                                                     Body& body, Exchange& ex) {
     const auto& cfg = runtime_->config;
     const std::string& head = set_framing(body.chunked, body.length);
-    auto& up_lowest = beast::get_lowest_layer(up.stream);
     if (!body.present) {
-      up_lowest.expires_after(cfg.upstream.response_timeout);
-      auto [ec, n] = co_await asio::async_write(up.stream, asio::buffer(head), nothrow);
-      co_return ec;
+      up.stream.expires_after(cfg.upstream.response_timeout);
+      co_return co_await up.stream.write(asio::buffer(head));
     }
     char* buf = relay_buffer();
     bool head_sent = false;
@@ -514,9 +512,8 @@ class Session {
         if (!head_sent) out[0] = asio::buffer(head);
         char size_line[24];
         frame_piece(out, buf, got, body.chunked, last, size_line);
-        up_lowest.expires_after(cfg.upstream.response_timeout);
-        auto [wec, wn] = co_await asio::async_write(up.stream, contiguous(out), nothrow);
-        if (wec) co_return wec;
+        up.stream.expires_after(cfg.upstream.response_timeout);
+        if (auto wec = co_await up.stream.write(contiguous(out))) co_return wec;
         head_sent = true;
       }
       if (last) co_return beast::error_code{};
@@ -530,14 +527,12 @@ class Session {
                                            : std::nullopt);
     std::array<asio::const_buffer, 2> out{asio::buffer(head),
                                           asio::buffer(body.kept.data(), body.kept.size())};
-    beast::get_lowest_layer(up.stream).expires_after(runtime_->config.upstream.response_timeout);
-    auto [ec, n] = co_await asio::async_write(up.stream, contiguous(out), nothrow);
-    co_return ec;
+    up.stream.expires_after(runtime_->config.upstream.response_timeout);
+    co_return co_await up.stream.write(contiguous(out));
   }
 
-  // The pieces of an upstream write copied into one buffer: one TLS record per 16 KiB and no
-  // reliance on how the TLS stream layers split a buffer sequence (a head and a body over
-  // 16 KiB given as two buffers were seen to stop after the head).
+  // The pieces of an upstream write copied into one buffer, for one SSL_write: OpenSSL then
+  // fills whole 16 KiB records (a small head and body share one record and one write(2)).
   template <std::size_t N>
   asio::const_buffer contiguous(const std::array<asio::const_buffer, N>& pieces) {
     up_out_.clear();
@@ -558,8 +553,8 @@ class Session {
         if (ec != http::error::need_more) co_return ec;
         ec = {};
       }
-      auto [rec, n] = co_await up.stream.async_read_some(
-          up.buffer.prepare(beast::read_size(up.buffer, 65536)), nothrow);
+      auto [rec, n] =
+          co_await up.stream.read_some(up.buffer.prepare(beast::read_size(up.buffer, 65536)));
       up.buffer.commit(n);
       if (rec == asio::error::eof) {
         if (!rp.got_some()) co_return http::error::end_of_stream;
@@ -660,13 +655,12 @@ class Session {
       trip.nothing_received = true;
       co_return trip;
     }
-    auto& up_lowest = beast::get_lowest_layer(up->stream);
     do {
       rp.emplace(relay_text_, relay_fields_);
       rp->body_limit(boost::none);
       rp->header_limit(64 * 1024);
       if (parser.method() == http::verb::head) rp->skip(true);
-      up_lowest.expires_after(cfg.upstream.response_timeout);
+      up->stream.expires_after(cfg.upstream.response_timeout);
       beast::error_code rec;
       do rec = co_await read_upstream(*up, *rp);
       while (!rec && !rp->is_header_done());
@@ -833,12 +827,11 @@ class Session {
       head_sent = true;
     }
     char* buf = relay_buffer();
-    auto& up_lowest = beast::get_lowest_layer(up->stream);
     for (;;) {
       std::size_t got = 0;
       if (!rp.is_done()) {
         rp.body_buffer(buf, kRelayBufferBytes);
-        up_lowest.expires_after(cfg.upstream.response_timeout);
+        up->stream.expires_after(cfg.upstream.response_timeout);
         // Whatever arrived goes on at once (a streamed answer is not held back until the
         // relay buffer fills).
         auto rec = co_await read_upstream(*up, rp);

@@ -4,7 +4,6 @@
 #include <sys/socket.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "gateway/observability/log.hpp"
@@ -71,9 +70,11 @@ void UpstreamPool::clear() {
 
 namespace {
 
-// True when the peer has not closed an idle connection (nothing readable, no EOF).
+// True when the peer has not closed an idle connection (nothing readable, no EOF, nothing
+// OpenSSL read ahead).
 bool still_open(UpstreamConnection& c) {
-  auto& sock = beast::get_lowest_layer(c.stream).socket();
+  if (c.stream.has_pending()) return false;
+  auto& sock = c.stream.socket();
   char byte;
   ssize_t n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
@@ -123,20 +124,15 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::acquire(
   tcp::resolver resolver(ioc_);
   auto [rec, endpoints] = co_await resolver.async_resolve(target.host, target.port, nothrow);
   if (rec) co_return Acquired{nullptr, UpstreamFailure::unreachable, "resolve: " + rec.message()};
-  auto& lowest = beast::get_lowest_layer(c->stream);
-  lowest.expires_after(config.connect_timeout);
-  auto [cec, ep] = co_await lowest.async_connect(endpoints, nothrow);
+  c->stream.expires_after(config.connect_timeout);
+  auto cec = co_await c->stream.connect(endpoints);
   if (cec) {
     auto f = cec == beast::error::timeout ? UpstreamFailure::timeout : UpstreamFailure::unreachable;
     co_return Acquired{nullptr, f, "connect: " + cec.message()};
   }
-  lowest.socket().set_option(tcp::no_delay(true));
-  if (!target.ip_literal &&
-      !SSL_set_tlsext_host_name(c->stream.native_handle(), target.host.c_str()))
-    co_return Acquired{nullptr, UpstreamFailure::tls, "cannot set SNI"};
-  c->stream.set_verify_mode(asio::ssl::verify_peer);
-  c->stream.set_verify_callback(asio::ssl::host_name_verification(target.host));
-  auto [hec] = co_await c->stream.async_handshake(asio::ssl::stream_base::client, nothrow);
+  boost::system::error_code ignored;
+  c->stream.socket().set_option(tcp::no_delay(true), ignored);
+  auto hec = co_await c->stream.handshake(target.host, target.ip_literal);
   if (hec) {
     auto f = hec == beast::error::timeout ? UpstreamFailure::timeout : UpstreamFailure::tls;
     co_return Acquired{nullptr, f, "tls handshake: " + hec.message()};
@@ -152,7 +148,7 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> c, const Upstream
   if (list.size() >= config.max_idle_per_host) return;  // closes it
   c->idle_since = std::chrono::steady_clock::now();
   c->idle_until = c->idle_since + config.idle_timeout;
-  beast::get_lowest_layer(c->stream).expires_never();
+  c->stream.expires_never();
   list.push_back(std::move(c));
   ++counters_.idle;
 }

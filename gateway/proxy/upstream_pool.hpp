@@ -9,8 +9,6 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <chrono>
 #include <memory>
@@ -20,6 +18,7 @@
 
 #include "gateway/auth/credential.hpp"
 #include "gateway/config/config.hpp"
+#include "gateway/proxy/tls_client.hpp"
 
 namespace gw {
 
@@ -28,8 +27,8 @@ const char* failure_code(UpstreamFailure f);  // "upstream_unreachable", ...
 
 struct UpstreamConnection {
   explicit UpstreamConnection(boost::asio::io_context& ioc, boost::asio::ssl::context& tls)
-      : stream(ioc, tls) {}
-  boost::beast::ssl_stream<boost::beast::tcp_stream> stream;
+      : stream(ioc, tls.native_handle()) {}
+  TlsClient stream;
   boost::beast::flat_buffer buffer;
   std::string key;
   std::chrono::steady_clock::time_point idle_since, idle_until;

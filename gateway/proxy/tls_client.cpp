@@ -1,0 +1,147 @@
+#include "gateway/proxy/tls_client.hpp"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/error.hpp>
+
+#include <cerrno>
+#include <stdexcept>
+
+namespace gw {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using error_code = boost::system::error_code;
+constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+
+TlsClient::TlsClient(asio::io_context& ioc, SSL_CTX* ctx)
+    : socket_(ioc), timer_(ioc), deadline_(std::make_shared<Deadline>()), ssl_(SSL_new(ctx)) {
+  if (!ssl_) throw std::runtime_error("SSL_new failed");
+  deadline_->owner = this;
+  // Read whole records (and whatever follows) in one read(2), not header then body.
+  SSL_set_read_ahead(ssl_, 1);
+}
+
+TlsClient::~TlsClient() {
+  deadline_->owner = nullptr;
+  SSL_free(ssl_);  // the socket BIO does not close the descriptor; socket_ does
+}
+
+void TlsClient::set_deadline(Clock::time_point at) {
+  deadline_->at = at;
+  deadline_->fired = false;
+  if (!deadline_->armed || at < timer_.expiry()) arm();
+}
+
+void TlsClient::arm() {
+  deadline_->armed = true;
+  timer_.expires_at(deadline_->at);  // cancels a wait for a later time
+  timer_.async_wait([d = deadline_](error_code ec) {
+    if (ec == asio::error::operation_aborted || !d->owner) return;
+    d->armed = false;
+    if (d->at == Clock::time_point::max()) return;  // idle in the pool
+    if (Clock::now() < d->at) {
+      d->owner->arm();  // the deadline moved on since this wait began
+      return;
+    }
+    d->fired = true;
+    error_code ignored;
+    d->owner->socket_.cancel(ignored);
+  });
+}
+
+namespace {
+
+// What OpenSSL's failure means, in the codes asio::ssl::stream gives: eof for a close_notify,
+// stream_truncated for a close without one, the socket's errno, or the library's error.
+error_code ssl_failure(int ssl_error, int saved_errno) {
+  unsigned long e = ERR_get_error();
+  error_code ec;
+  if (ssl_error == SSL_ERROR_ZERO_RETURN) {
+    ec = asio::error::eof;
+  } else if (ssl_error == SSL_ERROR_SYSCALL) {
+    ec = saved_errno ? error_code(saved_errno, boost::system::system_category())
+                     : error_code(asio::ssl::error::stream_truncated);
+  } else if (e && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+    ec = asio::ssl::error::stream_truncated;
+  } else if (e) {
+    ec = error_code(static_cast<int>(e), asio::error::get_ssl_category());
+  } else {
+    ec = asio::ssl::error::unspecified_system_error;
+  }
+  ERR_clear_error();
+  return ec;
+}
+
+}  // namespace
+
+template <class Call>
+asio::awaitable<error_code> TlsClient::drive(Call call) {
+  for (;;) {
+    if (deadline_->fired) co_return boost::beast::error::timeout;
+    ERR_clear_error();
+    errno = 0;
+    int r = call();
+    if (r == 1) co_return error_code{};
+    int saved_errno = errno;
+    int err = SSL_get_error(ssl_, r);
+    tcp::socket::wait_type wait;
+    if (err == SSL_ERROR_WANT_READ)
+      wait = tcp::socket::wait_read;
+    else if (err == SSL_ERROR_WANT_WRITE)
+      wait = tcp::socket::wait_write;
+    else
+      co_return ssl_failure(err, saved_errno);
+    auto [ec] = co_await socket_.async_wait(wait, nothrow);
+    if (deadline_->fired) co_return boost::beast::error::timeout;
+    if (ec) co_return ec;
+  }
+}
+
+asio::awaitable<error_code> TlsClient::connect(const tcp::resolver::results_type& endpoints) {
+  error_code ec = asio::error::host_not_found;
+  for (const auto& entry : endpoints) {
+    if (deadline_->fired) break;
+    error_code ignored;
+    socket_.close(ignored);
+    auto [cec] = co_await socket_.async_connect(entry.endpoint(), nothrow);
+    if (!cec) co_return error_code{};
+    ec = cec;
+  }
+  if (deadline_->fired) co_return boost::beast::error::timeout;
+  co_return ec;
+}
+
+asio::awaitable<error_code> TlsClient::handshake(const std::string& host, bool ip_literal) {
+  error_code ec;
+  socket_.non_blocking(true, ec);
+  if (ec) co_return ec;
+  if (!SSL_set_fd(ssl_, socket_.native_handle())) co_return ssl_failure(SSL_ERROR_SSL, 0);
+  SSL_set_verify(ssl_, SSL_VERIFY_PEER, nullptr);
+  bool ok = ip_literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str()) == 1
+                       : SSL_set_tlsext_host_name(ssl_, host.c_str()) == 1 &&
+                             SSL_set1_host(ssl_, host.c_str()) == 1;
+  if (!ok) co_return ssl_failure(SSL_ERROR_SSL, 0);
+  co_return co_await drive([this] { return SSL_connect(ssl_); });
+}
+
+asio::awaitable<std::pair<error_code, std::size_t>> TlsClient::read_some(
+    asio::mutable_buffer buffer) {
+  std::size_t n = 0;
+  auto ec = co_await drive([&] { return SSL_read_ex(ssl_, buffer.data(), buffer.size(), &n); });
+  co_return std::pair{ec, n};
+}
+
+asio::awaitable<error_code> TlsClient::write(asio::const_buffer buffer) {
+  // Without partial writes, SSL_write_ex succeeds once all of it is sent; after a
+  // WANT_WRITE it is called again with the same arguments, as OpenSSL requires.
+  std::size_t n = 0;
+  if (buffer.size() == 0) co_return error_code{};
+  co_return co_await drive([&] { return SSL_write_ex(ssl_, buffer.data(), buffer.size(), &n); });
+}
+
+}  // namespace gw
