@@ -6,6 +6,8 @@ the gateway with 1 thread injecting a static Bearer token, wrk -c64 on loopback.
   python3 benchmarks/profile.py callgrind  # instructions per request, by library (valgrind)
   python3 benchmarks/profile.py perf       # perf record -g into OUT/perf.data
   python3 benchmarks/profile.py strace     # system calls per request (strace -c)
+  python3 benchmarks/profile.py syscalls   # system calls per request at full speed, next to
+                                           # haproxy (perf stat on syscall tracepoints)
 
 Results go to --out (default /tmp/gateway-profile). Not a test: the machine's noise shows
 in `split`; `callgrind` counts instructions, which do not depend on it.
@@ -82,9 +84,37 @@ def by_library(annotated, requests):
         print("  %5.1f%%  %6.1fk  %s" % (100 * n / total, n / requests / 1000, key))
 
 
+SYSCALLS = ("read", "write", "recvmsg", "sendmsg", "recvfrom", "sendto", "readv", "writev",
+            "epoll_wait", "epoll_ctl", "timerfd_settime", "futex", "accept4", "setsockopt",
+            "ioctl")
+
+
+def syscalls_per_request(name, proc, url):
+    """Counts system calls with perf's tracepoints: unlike strace, it does not slow the
+    process down, so the counts include the reads that find nothing yet (EAGAIN)."""
+    bench.wrk(url, 64, 1)
+    events = ",".join("syscalls:sys_enter_" + s for s in SYSCALLS)
+    tool = subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(proc.pid)],
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    r = bench.wrk(url, 64, 5)
+    tool.send_signal(2)
+    err = tool.communicate()[1]
+    n = max(r["requests"], 1)
+    counts = []
+    for line in err.splitlines():
+        parts = line.split(",")
+        if len(parts) > 2 and parts[0].strip().isdigit() and int(parts[0]) > 0:
+            counts.append((parts[2].replace("syscalls:sys_enter_", ""), int(parts[0]) / n))
+    total = sum(c for _, c in counts)
+    print("%-8s %.2f system calls per request: %s" % (
+        name, total, ", ".join("%s %.2f" % c for c in sorted(counts, key=lambda c: -c[1]))),
+        flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("split", "callgrind", "perf", "strace"))
+    ap.add_argument("mode", choices=("split", "callgrind", "perf", "strace", "syscalls"))
     ap.add_argument("--out", default="/tmp/gateway-profile")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
@@ -94,8 +124,12 @@ def main():
     if args.mode == "callgrind":
         prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                   "--callgrind-out-file=%s/callgrind.out" % args.out]
-    procs, targets = start(d, prefix, args.mode == "split")
+    procs, targets = start(d, prefix, args.mode in ("split", "syscalls"))
     try:
+        if args.mode == "syscalls":
+            for name, proc, url in targets:
+                syscalls_per_request(name, proc, url)
+            return
         if args.mode == "split":
             for _ in range(args.rounds):
                 for name, proc, url in targets:

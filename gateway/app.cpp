@@ -430,9 +430,6 @@ int check_config(const std::filesystem::path& config_file) {
 }
 
 int run_gateway(const std::filesystem::path& config_file) {
-  // OpenSSL writes to vendor sockets itself (TlsClient), with write(2): a vendor that reset
-  // the connection must give EPIPE, not kill the process.
-  std::signal(SIGPIPE, SIG_IGN);
   Gateway gateway(config_file);
   return gateway.run();
 }

@@ -8,7 +8,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
 
+#include <sys/socket.h>
+
 #include <cerrno>
+#include <cstring>
 #include <stdexcept>
 
 namespace gw {
@@ -17,18 +20,80 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+// One TLS record and its overhead: what a receive asks the socket for.
+constexpr std::size_t kInputBytes = 17 * 1024;
+
+int TlsClient::bio_read(BIO* bio, char* out, int size) {
+  auto* self = static_cast<TlsClient*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  std::size_t have = self->in_end_ - self->in_begin_;
+  if (have == 0) {
+    if (self->in_eof_) return 0;
+    BIO_set_retry_read(bio);  // drive() receives more
+    return -1;
+  }
+  std::size_t n = std::min(have, static_cast<std::size_t>(size));
+  std::memcpy(out, self->in_.get() + self->in_begin_, n);
+  self->in_begin_ += n;
+  return static_cast<int>(n);
+}
+
+int TlsClient::bio_write(BIO* bio, const char* data, int size) {
+  auto* self = static_cast<TlsClient*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  ssize_t n =
+      ::send(self->socket_.native_handle(), data, static_cast<std::size_t>(size), MSG_NOSIGNAL);
+  if (n >= 0) return static_cast<int>(n);
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) BIO_set_retry_write(bio);
+  return -1;  // otherwise errno says why (SSL_ERROR_SYSCALL)
+}
+
+namespace {
+
+long bio_ctrl(BIO*, int cmd, long, void*) {
+  return cmd == BIO_CTRL_FLUSH ? 1 : 0;  // writes are not buffered
+}
+
+int bio_create(BIO* bio) {
+  BIO_set_init(bio, 1);
+  return 1;
+}
+
+const BIO_METHOD* bio_method(int (*read)(BIO*, char*, int), int (*write)(BIO*, const char*, int)) {
+  static BIO_METHOD* method = [&] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "gateway tls");
+    if (!m || !BIO_meth_set_read(m, read) || !BIO_meth_set_write(m, write) ||
+        !BIO_meth_set_ctrl(m, bio_ctrl) || !BIO_meth_set_create(m, bio_create))
+      throw std::runtime_error("cannot make the OpenSSL BIO method");
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
 
 TlsClient::TlsClient(asio::io_context& ioc, SSL_CTX* ctx)
-    : socket_(ioc), timer_(ioc), deadline_(std::make_shared<Deadline>()), ssl_(SSL_new(ctx)) {
+    : socket_(ioc),
+      timer_(ioc),
+      deadline_(std::make_shared<Deadline>()),
+      ssl_(SSL_new(ctx)),
+      in_(std::make_unique_for_overwrite<char[]>(kInputBytes)) {
   if (!ssl_) throw std::runtime_error("SSL_new failed");
   deadline_->owner = this;
-  // Read whole records (and whatever follows) in one read(2), not header then body.
+  BIO* bio = BIO_new(bio_method(&TlsClient::bio_read, &TlsClient::bio_write));
+  if (!bio) {
+    SSL_free(ssl_);
+    throw std::runtime_error("BIO_new failed");
+  }
+  BIO_set_data(bio, this);
+  SSL_set_bio(ssl_, bio, bio);  // the SSL owns it now
+  // Ask the BIO for everything it has, not a record header and then the record.
   SSL_set_read_ahead(ssl_, 1);
 }
 
 TlsClient::~TlsClient() {
   deadline_->owner = nullptr;
-  SSL_free(ssl_);  // the socket BIO does not close the descriptor; socket_ does
+  SSL_free(ssl_);  // and its BIO; socket_ closes the descriptor
 }
 
 void TlsClient::set_deadline(Clock::time_point at) {
@@ -83,22 +148,30 @@ template <class Call>
 asio::awaitable<error_code> TlsClient::drive(Call call) {
   for (;;) {
     if (deadline_->fired) co_return boost::beast::error::timeout;
-    ERR_clear_error();
+    if (ERR_peek_error()) ERR_clear_error();  // SSL_get_error reads the queue
     errno = 0;
     int r = call();
     if (r == 1) co_return error_code{};
     int saved_errno = errno;
     int err = SSL_get_error(ssl_, r);
-    tcp::socket::wait_type wait;
-    if (err == SSL_ERROR_WANT_READ)
-      wait = tcp::socket::wait_read;
-    else if (err == SSL_ERROR_WANT_WRITE)
-      wait = tcp::socket::wait_write;
-    else
+    if (err == SSL_ERROR_WANT_READ) {
+      // OpenSSL consumed all received bytes (bio_read only asks for more then).
+      auto [ec, n] = co_await socket_.async_receive(asio::buffer(in_.get(), kInputBytes), nothrow);
+      if (deadline_->fired) co_return boost::beast::error::timeout;
+      if (ec == asio::error::eof) {
+        in_eof_ = true;  // OpenSSL tells a close_notify from a truncation
+      } else if (ec) {
+        co_return ec;
+      }
+      in_begin_ = 0;
+      in_end_ = n;
+    } else if (err == SSL_ERROR_WANT_WRITE) {
+      auto [ec] = co_await socket_.async_wait(tcp::socket::wait_write, nothrow);
+      if (deadline_->fired) co_return boost::beast::error::timeout;
+      if (ec) co_return ec;
+    } else {
       co_return ssl_failure(err, saved_errno);
-    auto [ec] = co_await socket_.async_wait(wait, nothrow);
-    if (deadline_->fired) co_return boost::beast::error::timeout;
-    if (ec) co_return ec;
+    }
   }
 }
 
@@ -120,7 +193,6 @@ asio::awaitable<error_code> TlsClient::handshake(const std::string& host, bool i
   error_code ec;
   socket_.non_blocking(true, ec);
   if (ec) co_return ec;
-  if (!SSL_set_fd(ssl_, socket_.native_handle())) co_return ssl_failure(SSL_ERROR_SSL, 0);
   SSL_set_verify(ssl_, SSL_VERIFY_PEER, nullptr);
   bool ok = ip_literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str()) == 1
                        : SSL_set_tlsext_host_name(ssl_, host.c_str()) == 1 &&
