@@ -296,80 +296,106 @@ class Session {
     return {};
   }
 
-  // Returns whether the downstream connection stays open for another request.
-  asio::awaitable<bool> handle(RequestParser& parser) {
-    const auto& req = parser;
-    Exchange ex;
-    auto rid = req["X-Request-Id"];
-    ex.request_id = usable_request_id(rid) ? std::string(rid) : new_request_id();
-    ex.method = std::string(req.method_string());
-    ex.path = std::string(req.target());
-    // An unread body makes the connection unusable for a next request.
-    bool keep_alive = req.keep_alive() && !worker_.shared.draining.load();
-    auto fail = [&](http::status s, std::string_view code,
-                    std::string msg) -> asio::awaitable<bool> {
-      bool keep = keep_alive && parser.is_done();
-      co_await send_error(ex, s, code, std::move(msg), keep);
-      co_return keep;
-    };
+  // Where a request goes, or why it goes nowhere.
+  struct Routed {
+    const Integration* integration = nullptr;
+    std::shared_ptr<Connection> connection;
+    std::optional<SplitTarget> split;
+    // When refused: the answer, and whether the connection must end after it.
+    http::status status = http::status::ok;
+    std::string_view code;
+    std::string message;
+    bool close = false;
+  };
 
+  static Routed refuse(http::status s, std::string_view code, std::string message,
+                       bool close = false) {
+    Routed r;
+    r.status = s;
+    r.code = code;
+    r.message = std::move(message);
+    r.close = close;
+    return r;
+  }
+
+  // Checks the request and finds its integration and connection. Not a coroutine: each
+  // refusal's temporaries would otherwise take their own room in every request's frame.
+  Routed route(const RequestParser& req, Exchange& ex) {
     if (worker_.shared.draining.load())
-      co_return co_await fail(http::status::service_unavailable, "shutting_down",
-                              "the gateway is shutting down");
+      return refuse(http::status::service_unavailable, "shutting_down",
+                    "the gateway is shutting down");
     if (!peer_allowed())
-      co_return co_await fail(http::status::forbidden, "forbidden", "caller address not allowed");
+      return refuse(http::status::forbidden, "forbidden", "caller address not allowed");
     if (req.method() == http::verb::connect)
-      co_return co_await fail(http::status::bad_request, "bad_request", "CONNECT is not supported");
+      return refuse(http::status::bad_request, "bad_request", "CONNECT is not supported");
     if (auto framing = framing_problem(req); !framing.empty()) {
       // Beast accepts identical duplicates and lists; a proxy must not (the framing is
       // ambiguous to whoever parses the message next). The body is unread: the connection ends.
-      co_await send_error(ex, http::status::bad_request, "bad_request", framing, false);
-      co_return false;
+      return refuse(http::status::bad_request, "bad_request", framing, true);
     }
+    Routed r;
     std::string why;
-    auto split = split_target(req.target(), &why);
-    if (!split) {
+    r.split = split_target(req.target(), &why);
+    if (!r.split) {
       ex.path = "";
-      co_return co_await fail(http::status::bad_request, "bad_request", why);
+      return refuse(http::status::bad_request, "bad_request", why);
     }
     const auto& routes = *runtime_->routes;
-    auto iit = routes.integrations.find(split->integration);
+    auto iit = routes.integrations.find(r.split->integration);
     if (iit == routes.integrations.end())
-      co_return co_await fail(http::status::not_found, "no_route",
-                              "no integration named \"" + split->integration + "\"");
+      return refuse(http::status::not_found, "no_route",
+                    "no integration named \"" + r.split->integration + "\"");
     const Integration& integ = *iit->second;
+    r.integration = &integ;
     ex.integration = integ.config.name;
     ex.path = redact_query_params(req.target(), integ.injected_query_names);
 
-    std::shared_ptr<Connection> conn;
     if (auto named = req["X-Gateway-Connection"]; !named.empty()) {
       auto cit = routes.connections.find(std::string_view(named.data(), named.size()));
       if (cit == routes.connections.end() || cit->second->integration != integ.config.name)
-        co_return co_await fail(http::status::not_found, "unknown_connection",
-                                "integration " + integ.config.name + " has no connection \"" +
-                                    std::string(named) + "\"");
-      conn = cit->second;
+        return refuse(http::status::not_found, "unknown_connection",
+                      "integration " + integ.config.name + " has no connection \"" +
+                          std::string(named) + "\"");
+      r.connection = cit->second;
     } else if (integ.default_connection) {
-      conn = integ.default_connection;
+      r.connection = integ.default_connection;
     } else if (integ.connections.size() == 1) {
-      conn = integ.connections.front();
+      r.connection = integ.connections.front();
     } else {
-      co_return co_await fail(
+      return refuse(
           http::status::bad_request, "connection_required",
           "choose a connection of " + integ.config.name + " with the X-Gateway-Connection header");
     }
-    ex.connection = conn->id;
-    if (integ.config.allow && !allowed(*integ.config.allow, req.method_string(), split->path))
-      co_return co_await fail(
+    ex.connection = r.connection->id;
+    if (integ.config.allow && !allowed(*integ.config.allow, req.method_string(), r.split->path))
+      return refuse(
           http::status::forbidden, "forbidden",
-          ex.method + " " + split->path + " is outside the allow list of " + integ.config.name);
+          ex.method + " " + r.split->path + " is outside the allow list of " + integ.config.name);
+    return r;
+  }
 
-    auto got = co_await worker_.shared.tokens->acquire(conn);
-    if (!got.credential)
-      co_return co_await fail(http::status::service_unavailable, "credential_unavailable",
-                              got.error);
-
-    co_return co_await forward(parser, ex, integ, conn, *split, got.credential, keep_alive);
+  // Returns whether the downstream connection stays open for another request.
+  asio::awaitable<bool> handle(RequestParser& parser) {
+    Exchange ex;
+    auto rid = parser["X-Request-Id"];
+    ex.request_id = usable_request_id(rid) ? std::string(rid) : new_request_id();
+    ex.method = std::string(parser.method_string());
+    ex.path = std::string(parser.target());
+    // An unread body makes the connection unusable for a next request.
+    bool keep_alive = parser.keep_alive() && !worker_.shared.draining.load();
+    Routed r = route(parser, ex);
+    if (r.connection) {
+      auto got = co_await worker_.shared.tokens->acquire(r.connection);
+      if (got.credential)
+        co_return co_await forward(parser, ex, *r.integration, std::move(r.connection), *r.split,
+                                   std::move(got.credential), keep_alive);
+      r.status = http::status::service_unavailable;
+      r.code = "credential_unavailable";
+      r.message = std::move(got.error);
+    }
+    bool keep = keep_alive && !r.close && parser.is_done();
+    co_await send_error(ex, r.status, r.code, std::move(r.message), keep);
+    co_return keep;
   }
 
   // The upstream request head, written by hand into a buffer the connection keeps: the
