@@ -22,6 +22,7 @@
 
 #include "gateway/observability/log.hpp"
 #include "gateway/observability/metrics.hpp"
+#include "gateway/proxy/caller_socket.hpp"
 #include "gateway/proxy/errors.hpp"
 #include "gateway/proxy/indexed_parser.hpp"
 #include "gateway/proxy/proxy.hpp"
@@ -96,6 +97,7 @@ class Session {
         // request arrives, the whole head must follow within header_timeout.
         lowest().expires_after(limits.idle_timeout);
         auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), nothrow);
+        lowest().expires_never();
         if (ec) co_return;
         buffer_.commit(n);
       }
@@ -114,12 +116,13 @@ class Session {
       --worker_.shared.inflight;
       if (!keep_alive) break;
     }
-    lowest().expires_after(std::chrono::seconds(5));
     close();
   }
 
  private:
-  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+  // Every operation on the caller's connection runs under a deadline set just before it and
+  // cleared just after (CallerSocket's deadline runs whether or not one is under way).
+  CallerSocket& lowest() { return beast::get_lowest_layer(stream_); }
 
   void close() {
     beast::error_code ignored;
@@ -127,7 +130,7 @@ class Session {
     lowest().close();
   }
 
-  // Reads a request head within `timeout`. A tcp_stream deadline would close the socket,
+  // Reads a request head within `timeout`. The connection's deadline would close the socket,
   // leaving no way to answer 408, so a timer cancels the read instead.
   asio::awaitable<std::pair<beast::error_code, bool>> read_head(RequestParser& parser,
                                                                 Millis timeout) {
@@ -231,6 +234,7 @@ class Session {
     ex.status = static_cast<unsigned>(status);
     lowest().expires_after(runtime_->config.limits.idle_timeout);
     auto [ec, n] = co_await http::async_write(stream_, res, nothrow);
+    lowest().expires_never();
     ex.bytes_out += n;
     write_access_log(ex);
   }
@@ -515,6 +519,7 @@ class Session {
         parser.body_buffer(buf, kRelayBufferBytes);
         lowest().expires_after(cfg.limits.idle_timeout);
         auto [rec, rn] = co_await http::async_read_some(stream_, buffer_, parser, nothrow);
+        lowest().expires_never();
         if (rec == http::error::need_buffer) rec = {};
         if (rec) {
           body.caller_error = rec;
@@ -720,6 +725,7 @@ class Session {
       lowest().expires_after(cfg.limits.idle_timeout);
       auto [ec, n] =
           co_await asio::async_write(stream_, asio::buffer(cont.data(), cont.size()), nothrow);
+      lowest().expires_never();
       if (ec) co_return false;
     }
 
@@ -844,6 +850,7 @@ class Session {
       // hold it back). Otherwise head and first chunk leave in one write below.
       lowest().expires_after(cfg.limits.idle_timeout);
       auto [hec, hn] = co_await asio::async_write(stream_, asio::buffer(head), nothrow);
+      lowest().expires_never();
       ex.bytes_out += hn;
       if (hec) {
         worker_.pool.discard(std::move(up));
@@ -886,6 +893,7 @@ class Session {
       if (asio::buffer_size(out) > 0) {
         lowest().expires_after(cfg.limits.idle_timeout);
         auto [wec, wn] = co_await asio::async_write(stream_, out, nothrow);
+        lowest().expires_never();
         ex.bytes_out += wn;
         if (wec) {
           worker_.pool.discard(std::move(up));

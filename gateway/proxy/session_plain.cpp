@@ -4,8 +4,8 @@
 namespace gw {
 
 asio::awaitable<void> serve_plain_session(tcp::socket socket, Worker& worker) {
-  beast::tcp_stream stream(std::move(socket));
-  Session<beast::tcp_stream> session(stream, worker);
+  CallerSocket stream(std::move(socket));
+  Session<CallerSocket> session(stream, worker);
   co_await session.run();
 }
 

@@ -15,11 +15,12 @@ asio::awaitable<void> serve_downstream(tcp::socket socket, Worker& worker) {
     co_await serve_plain_session(std::move(socket), worker);
     co_return;
   }
-  beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *runtime->server_tls);
+  beast::ssl_stream<CallerSocket> stream(std::move(socket), *runtime->server_tls);
   beast::get_lowest_layer(stream).expires_after(runtime->config.limits.header_timeout);
   auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, nothrow);
+  beast::get_lowest_layer(stream).expires_never();
   if (ec) co_return;
-  Session<beast::ssl_stream<beast::tcp_stream>> session(stream, worker);
+  Session<beast::ssl_stream<CallerSocket>> session(stream, worker);
   co_await session.run();
 }
 

@@ -74,12 +74,10 @@ const BIO_METHOD* bio_method(int (*read)(BIO*, char*, int), int (*write)(BIO*, c
 
 TlsClient::TlsClient(asio::io_context& ioc, SSL_CTX* ctx)
     : socket_(ioc),
-      timer_(ioc),
-      deadline_(std::make_shared<Deadline>()),
+      deadline_(socket_, Deadline::Action::cancel),
       ssl_(SSL_new(ctx)),
       in_(std::make_unique_for_overwrite<char[]>(kInputBytes)) {
   if (!ssl_) throw std::runtime_error("SSL_new failed");
-  deadline_->owner = this;
   BIO* bio = BIO_new(bio_method(&TlsClient::bio_read, &TlsClient::bio_write));
   if (!bio) {
     SSL_free(ssl_);
@@ -92,31 +90,7 @@ TlsClient::TlsClient(asio::io_context& ioc, SSL_CTX* ctx)
 }
 
 TlsClient::~TlsClient() {
-  deadline_->owner = nullptr;
   SSL_free(ssl_);  // and its BIO; socket_ closes the descriptor
-}
-
-void TlsClient::set_deadline(Clock::time_point at) {
-  deadline_->at = at;
-  deadline_->fired = false;
-  if (!deadline_->armed || at < timer_.expiry()) arm();
-}
-
-void TlsClient::arm() {
-  deadline_->armed = true;
-  timer_.expires_at(deadline_->at);  // cancels a wait for a later time
-  timer_.async_wait([d = deadline_](error_code ec) {
-    if (ec == asio::error::operation_aborted || !d->owner) return;
-    d->armed = false;
-    if (d->at == Clock::time_point::max()) return;  // idle in the pool
-    if (Clock::now() < d->at) {
-      d->owner->arm();  // the deadline moved on since this wait began
-      return;
-    }
-    d->fired = true;
-    error_code ignored;
-    d->owner->socket_.cancel(ignored);
-  });
 }
 
 namespace {
@@ -147,7 +121,7 @@ error_code ssl_failure(int ssl_error, int saved_errno) {
 template <class Call>
 asio::awaitable<error_code> TlsClient::drive(Call call) {
   for (;;) {
-    if (deadline_->fired) co_return boost::beast::error::timeout;
+    if (deadline_.fired()) co_return boost::beast::error::timeout;
     if (ERR_peek_error()) ERR_clear_error();  // SSL_get_error reads the queue
     errno = 0;
     int r = call();
@@ -157,7 +131,7 @@ asio::awaitable<error_code> TlsClient::drive(Call call) {
     if (err == SSL_ERROR_WANT_READ) {
       // OpenSSL consumed all received bytes (bio_read only asks for more then).
       auto [ec, n] = co_await socket_.async_receive(asio::buffer(in_.get(), kInputBytes), nothrow);
-      if (deadline_->fired) co_return boost::beast::error::timeout;
+      if (deadline_.fired()) co_return boost::beast::error::timeout;
       if (ec == asio::error::eof) {
         in_eof_ = true;  // OpenSSL tells a close_notify from a truncation
       } else if (ec) {
@@ -167,7 +141,7 @@ asio::awaitable<error_code> TlsClient::drive(Call call) {
       in_end_ = n;
     } else if (err == SSL_ERROR_WANT_WRITE) {
       auto [ec] = co_await socket_.async_wait(tcp::socket::wait_write, nothrow);
-      if (deadline_->fired) co_return boost::beast::error::timeout;
+      if (deadline_.fired()) co_return boost::beast::error::timeout;
       if (ec) co_return ec;
     } else {
       co_return ssl_failure(err, saved_errno);
@@ -178,14 +152,14 @@ asio::awaitable<error_code> TlsClient::drive(Call call) {
 asio::awaitable<error_code> TlsClient::connect(const tcp::resolver::results_type& endpoints) {
   error_code ec = asio::error::host_not_found;
   for (const auto& entry : endpoints) {
-    if (deadline_->fired) break;
+    if (deadline_.fired()) break;
     error_code ignored;
     socket_.close(ignored);
     auto [cec] = co_await socket_.async_connect(entry.endpoint(), nothrow);
     if (!cec) co_return error_code{};
     ec = cec;
   }
-  if (deadline_->fired) co_return boost::beast::error::timeout;
+  if (deadline_.fired()) co_return boost::beast::error::timeout;
   co_return ec;
 }
 

@@ -6,24 +6,23 @@
 //    reactor does the read the moment the vendor's bytes arrive: one system call per answer,
 //    no speculative read that finds nothing, no epoll_ctl to wait for readiness.
 //
-// One deadline per connection: `expires_after` only stores a time; one timer, armed when
-// nothing is armed or the new deadline is earlier, re-arms itself when it fires early and
-// cancels the socket's operations when the deadline has passed. The operations then answer
-// beast::error::timeout, as beast::tcp_stream does. (Arming a timer around every read and
-// write costs a heap operation and a lock each.)
+// One lazy deadline per connection (deadline.hpp): past it, the operation under way (and any
+// started before the next expires_after) answers beast::error::timeout, as with
+// beast::tcp_stream.
 #pragma once
 #include <openssl/ssl.h>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
+
+#include "gateway/proxy/deadline.hpp"
 
 namespace gw {
 
@@ -42,8 +41,8 @@ class TlsClient {
   // Bytes read from the socket that nobody consumed yet.
   bool has_pending() const { return in_begin_ != in_end_ || SSL_has_pending(ssl_) == 1; }
 
-  void expires_after(Clock::duration d) { set_deadline(Clock::now() + d); }
-  void expires_never() { deadline_->at = Clock::time_point::max(); }
+  void expires_after(Clock::duration d) { deadline_.expires_after(d); }
+  void expires_never() { deadline_.expires_never(); }
 
   boost::asio::awaitable<error_code> connect(
       const boost::asio::ip::tcp::resolver::results_type& endpoints);
@@ -55,16 +54,6 @@ class TlsClient {
   boost::asio::awaitable<error_code> write(boost::asio::const_buffer buffer);
 
  private:
-  // Shared with the timer's handler, which may run after the connection is gone.
-  struct Deadline {
-    Clock::time_point at = Clock::time_point::max();
-    TlsClient* owner = nullptr;  // null once the connection is destroyed
-    bool armed = false;
-    bool fired = false;
-  };
-
-  void set_deadline(Clock::time_point at);
-  void arm();
   // Runs an OpenSSL call until it succeeds or fails for good, waiting for the socket as it asks.
   template <class Call>
   boost::asio::awaitable<error_code> drive(Call call);
@@ -74,8 +63,7 @@ class TlsClient {
   static int bio_write(BIO* bio, const char* data, int size);
 
   boost::asio::ip::tcp::socket socket_;
-  boost::asio::steady_timer timer_;
-  std::shared_ptr<Deadline> deadline_;
+  Deadline deadline_;  // cancels the socket's operations
   SSL* ssl_;
   std::unique_ptr<char[]> in_;  // ciphertext received, not yet read by OpenSSL
   std::size_t in_begin_ = 0, in_end_ = 0;

@@ -10,6 +10,8 @@ path chooses the fault:
   /chunked-slowly   a chunked 200 "hello world" whose chunk sizes, data and end arrive apart
   /close-on-reuse   answers the first request of a connection (keep-alive) and closes the
                     connection, unanswered, when a second request arrives on it
+  /slow-answer      a healthy 200, after 1.8 s
+  /slow-stream      a healthy 200 whose 3 body pieces arrive 1.3 s apart
 
 Runs in a thread of the test process (start(), stop()); `stats` counts connections and
 requests by path. Listens on 127.0.0.1 only.
@@ -121,6 +123,16 @@ class BrokenVendor:
             body = json.dumps({"path": path, "served_on_connection": served}).encode()
             s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            return True
+        if path == "/slow-answer":
+            time.sleep(1.8)
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+            return True
+        if path == "/slow-stream":
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n")
+            for piece in (b"aaaa", b"bbbb", b"cccc"):
+                time.sleep(1.3)
+                s.sendall(piece)
             return True
         if path == "/chunked-slowly":
             s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")

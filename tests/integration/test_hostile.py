@@ -293,5 +293,69 @@ class BrokenVendorTest(WithBrokenVendor):
         self.assert_recovers()
 
 
+class DeadlineTest(unittest.TestCase):
+    """The caller's idle_timeout guards each read and write on its connection, not the time
+    the vendor takes: a slow but healthy vendor (within response_timeout) is relayed whole,
+    while an idle keep-alive connection is still closed once idle_timeout has passed."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.vendor = BrokenVendor(CERT, KEY).start()
+        cfg = gateway_config(cls.vendor, idle_timeout="1s", header_timeout="1s")
+        cfg["upstream"]["response_timeout"] = "3s"
+        cls.gw = Gateway(W.path, cfg, name="deadlines").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gw.stop()
+        cls.vendor.stop()
+
+    def test_vendor_slower_than_the_caller_idle_timeout(self):
+        c = self.gw.conn(timeout=10)
+        try:
+            # Not the first request on the connection: the wait for it was under idle_timeout.
+            c.request("GET", "/v/ok")
+            c.getresponse().read()
+            c.request("GET", "/v/slow-answer")
+            r = c.getresponse()
+            self.assertEqual((r.status, r.read()), (200, b"slow"))
+            # The answer to a slowly uploaded body: each piece comes within idle_timeout.
+            c.putrequest("POST", "/v/slow-answer")
+            c.putheader("Content-Length", "12")
+            c.endheaders()
+            for piece in (b"1234", b"5678", b"9abc"):
+                time.sleep(0.6)
+                c.send(piece)
+            r = c.getresponse()
+            self.assertEqual((r.status, r.read()), (200, b"slow"))
+        finally:
+            c.close()
+
+    def test_answer_streamed_slower_than_the_caller_idle_timeout(self):
+        status, _, body = self.gw.request("GET", "/v/slow-stream")
+        self.assertEqual((status, body), (200, b"aaaabbbbcccc"))
+
+    def test_idle_keep_alive_connection_is_closed(self):
+        s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=5)
+        try:
+            s.sendall(b"GET /v/ok HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = s.recv(65536)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:100])
+            start = time.time()
+            rest = s.recv(65536)  # blocks until the gateway closes the idle connection
+            took = time.time() - start
+        finally:
+            s.close()
+        self.assertEqual(rest, b"")
+        self.assertGreater(took, 0.8)
+        self.assertLess(took, 3)
+
+    def test_head_must_arrive_within_header_timeout(self):
+        out, took, closed = exchange(self.gw.port, b"GET /v/ok HTTP/1.1\r\nHost: x\r\n", timeout=5)
+        self.assertTrue(out.startswith(b"HTTP/1.1 408"), out[:100])
+        self.assertTrue(closed)
+        self.assertLess(took, 3)
+
+
 if __name__ == "__main__":
     unittest.main()
