@@ -37,7 +37,6 @@ class CallerSocket {
   // Guards the operations that follow, until expires_never.
   void expires_after(Deadline::Clock::duration d) { deadline_.expires_after(d); }
   void expires_never() { deadline_.expires_never(); }
-  bool timed_out() const { return deadline_.fired(); }
 
   void close() {
     boost::system::error_code ignored;

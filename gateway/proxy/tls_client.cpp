@@ -3,7 +3,6 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/ip/address.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
@@ -59,10 +58,12 @@ int bio_create(BIO* bio) {
   return 1;
 }
 
-const BIO_METHOD* bio_method(int (*read)(BIO*, char*, int), int (*write)(BIO*, const char*, int)) {
-  static BIO_METHOD* method = [&] {
+}  // namespace
+
+const BIO_METHOD* TlsClient::bio_method() {
+  static BIO_METHOD* method = [] {
     BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "gateway tls");
-    if (!m || !BIO_meth_set_read(m, read) || !BIO_meth_set_write(m, write) ||
+    if (!m || !BIO_meth_set_read(m, bio_read) || !BIO_meth_set_write(m, bio_write) ||
         !BIO_meth_set_ctrl(m, bio_ctrl) || !BIO_meth_set_create(m, bio_create))
       throw std::runtime_error("cannot make the OpenSSL BIO method");
     return m;
@@ -70,15 +71,13 @@ const BIO_METHOD* bio_method(int (*read)(BIO*, char*, int), int (*write)(BIO*, c
   return method;
 }
 
-}  // namespace
-
 TlsClient::TlsClient(asio::io_context& ioc, SSL_CTX* ctx)
     : socket_(ioc),
       deadline_(socket_, Deadline::Action::cancel),
       ssl_(SSL_new(ctx)),
       in_(std::make_unique_for_overwrite<char[]>(kInputBytes)) {
   if (!ssl_) throw std::runtime_error("SSL_new failed");
-  BIO* bio = BIO_new(bio_method(&TlsClient::bio_read, &TlsClient::bio_write));
+  BIO* bio = BIO_new(bio_method());
   if (!bio) {
     SSL_free(ssl_);
     throw std::runtime_error("BIO_new failed");

@@ -29,7 +29,6 @@ namespace gw {
 class TlsClient {
  public:
   using error_code = boost::system::error_code;
-  using Clock = std::chrono::steady_clock;
 
   TlsClient(boost::asio::io_context& ioc, SSL_CTX* ctx);
   ~TlsClient();
@@ -41,7 +40,7 @@ class TlsClient {
   // Bytes read from the socket that nobody consumed yet.
   bool has_pending() const { return in_begin_ != in_end_ || SSL_has_pending(ssl_) == 1; }
 
-  void expires_after(Clock::duration d) { deadline_.expires_after(d); }
+  void expires_after(Deadline::Clock::duration d) { deadline_.expires_after(d); }
   void expires_never() { deadline_.expires_never(); }
 
   boost::asio::awaitable<error_code> connect(
@@ -59,6 +58,7 @@ class TlsClient {
   boost::asio::awaitable<error_code> drive(Call call);
 
   // The BIO OpenSSL reads from and writes through (see the .cpp).
+  static const BIO_METHOD* bio_method();
   static int bio_read(BIO* bio, char* out, int size);
   static int bio_write(BIO* bio, const char* data, int size);
 

@@ -1,8 +1,9 @@
 // Keep-alive TLS connections to vendors, one pool per event-loop thread (so no locking):
 // connect with a timeout, TLS 1.2+ with chain, host name (or IP SAN) verification and SNI,
 // idle connections reused until `idle_timeout`, and swept every few seconds: one past its
-// idle timeout, closed by the vendor or made with a TLS context a reload replaced is closed
-// even when nobody asks for its host again.
+// idle timeout or closed by the vendor is closed even when nobody asks for its host again.
+// One made with a TLS context a reload replaced is never reused: it is closed when next
+// taken, or by the sweep once past its idle timeout.
 #pragma once
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>

@@ -211,6 +211,12 @@ class Gateway:
                 return found
             time.sleep(0.02)
 
+    def metrics_text(self, timeout=5):
+        """The admin port's /metrics, as Prometheus would scrape it."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.admin_port,
+                                    timeout=timeout) as r:
+            return r.read().decode()
+
     def conn(self, timeout=30):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import unittest
-import urllib.request
 
 from harness import CA, Gateway, Workdir, base_config, scan_for_secrets, secret
 
@@ -40,8 +39,7 @@ def gateway_config(vendor, **limits):
 
 
 def metric(gw, name):
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port, timeout=5) as r:
-        text = r.read().decode()
+    text = gw.metrics_text()
     return sum(float(m.group(1)) for m in re.finditer(r"^%s(?:\{[^}]*\})? (\S+)$" % name, text, re.M))
 
 

@@ -107,8 +107,7 @@ class OperationsTest(unittest.TestCase):
             self.assertGreaterEqual(wanted['sum(gateway_token_refreshes_total{trigger="rejected"})'], 1, wanted)
             self.assertGreaterEqual(wanted['sum(gateway_auth_retries_total{result="replayed"})'], 1, wanted)
             # No connection id, token or path among the label values.
-            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port) as r:
-                text = r.read().decode()
+            text = gw.metrics_text()
             self.assertNotIn('"acme"', text)
             self.assertNotIn("/v1/leads", text)
             self.assertNotIn(TOKEN, text)
@@ -160,8 +159,7 @@ class OperationsTest(unittest.TestCase):
             gw.signal(signal.SIGHUP)
             time.sleep(0.5)
             self.assertEqual(gw.request("GET", "/chime2/v1")[0], 200)
-            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port) as r:
-                text = r.read().decode()
+            text = gw.metrics_text()
             self.assertIn('gateway_config_reloads_total{result="error"} 1', text)
             self.assertIn('gateway_config_reloads_total{result="ok"} 1', text)
             refused = gw.wait_lines(lambda l: "reload refused" in l.get("msg", ""))
@@ -211,8 +209,7 @@ class OperationsTest(unittest.TestCase):
             deadline = time.time() + 12
             idle = None
             while time.time() < deadline:
-                with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port) as r:
-                    text = r.read().decode()
+                text = gw.metrics_text()
                 idle = float(text.split('gateway_upstream_connections{state="idle"} ')[1].split()[0])
                 if idle == 0:
                     break
@@ -279,8 +276,7 @@ class OperationsTest(unittest.TestCase):
                 t.start()
             deadline = time.time() + 10
             while time.time() < deadline:
-                with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % gw.admin_port) as r:
-                    text = r.read().decode()
+                text = gw.metrics_text()
                 inflight = [l for l in text.splitlines() if l.startswith("gateway_inflight_requests ")]
                 if inflight and float(inflight[0].split()[1]) >= 200:
                     break
