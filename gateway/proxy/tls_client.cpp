@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
@@ -129,6 +130,14 @@ asio::awaitable<error_code> TlsClient::drive(Call call) {
     int err = SSL_get_error(ssl_, r);
     if (err == SSL_ERROR_WANT_READ) {
       // OpenSSL consumed all received bytes (bio_read only asks for more then).
+      if (just_wrote_) {
+        // The vendor cannot have answered a request sent a moment ago, and Asio's receive
+        // tries recv(2) before it waits: run what else is ready first, so that the answer
+        // has usually arrived by then and one recv(2) reads it instead of two.
+        just_wrote_ = false;
+        co_await asio::post(socket_.get_executor(), asio::use_awaitable);
+        if (deadline_.fired()) co_return boost::beast::error::timeout;
+      }
       auto [ec, n] = co_await socket_.async_receive(asio::buffer(in_.get(), kInputBytes), nothrow);
       if (deadline_.fired()) co_return boost::beast::error::timeout;
       if (ec == asio::error::eof) {
@@ -186,6 +195,7 @@ asio::awaitable<error_code> TlsClient::write(asio::const_buffer buffer) {
   // WANT_WRITE it is called again with the same arguments, as OpenSSL requires.
   std::size_t n = 0;
   if (buffer.size() == 0) co_return error_code{};
+  just_wrote_ = true;
   co_return co_await drive([&] { return SSL_write_ex(ssl_, buffer.data(), buffer.size(), &n); });
 }
 

@@ -68,6 +68,7 @@ class TlsClient {
   std::unique_ptr<char[]> in_;  // ciphertext received, not yet read by OpenSSL
   std::size_t in_begin_ = 0, in_end_ = 0;
   bool in_eof_ = false;
+  bool just_wrote_ = false;  // the last call was write(): the next receive waits its turn
 };
 
 }  // namespace gw
