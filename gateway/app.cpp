@@ -9,6 +9,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
 
+#include <pthread.h>
+
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -195,7 +197,7 @@ class Gateway {
     for (unsigned i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>(shared_));
 
     try {
-      open_listeners(*rt, threads);
+      open_listeners(*rt);
     } catch (const std::exception& e) {
       log::event(log::Level::error, "cannot start", {{"error", e.what()}});
       std::cerr << "gateway: " << e.what() << "\n";
@@ -207,8 +209,7 @@ class Gateway {
     admin_ = std::make_unique<AdminServer>(
         workers_[0]->ioc, AdminContext{shared_, cache, store, loops}, admin_acceptor_);
     admin_->start();
-    for (std::size_t i = 0; i < workers_.size(); ++i)
-      asio::co_spawn(workers_[i]->ioc, accept_loop(*acceptors_[i], *workers_[i]), asio::detached);
+    asio::co_spawn(workers_[0]->ioc, accept_loop(), asio::detached);
 
     // Connections whose grant can obtain a token on its own get it now, not on first use.
     std::size_t next = 0;
@@ -231,9 +232,14 @@ class Gateway {
                 {"integrations", rt->routes->integrations.size()},
                 {"connections", rt->routes->connections.size()}});
 
+    // Each event loop's thread is named gw-loop-N (top -H, /proc/PID/task/*/comm).
     std::vector<std::thread> pool;
     for (std::size_t i = 1; i < workers_.size(); ++i)
-      pool.emplace_back([w = workers_[i].get()] { w->ioc.run(); });
+      pool.emplace_back([w = workers_[i].get(), i] {
+        pthread_setname_np(pthread_self(), ("gw-loop-" + std::to_string(i)).c_str());
+        w->ioc.run();
+      });
+    pthread_setname_np(pthread_self(), "gw-loop-0");
     workers_[0]->ioc.run();
     for (auto& t : pool) t.join();
     // Removing the signal set restores the default actions; a late SIGTERM (a supervisor
@@ -247,44 +253,27 @@ class Gateway {
   }
 
  private:
-  void open_listeners(const Runtime& rt, unsigned threads) {
+  void open_listeners(const Runtime& rt) {
     auto address = asio::ip::make_address(rt.config.listen.address);
     tcp::endpoint ep(address, rt.config.listen.port);
-    {
-      // SO_REUSEPORT would let us share a port with another gateway of the same user
-      // without a word; a plain bind first proves the port is really free (and picks the
-      // port when it is 0).
-      tcp::acceptor probe(workers_[0]->ioc);
-      probe.open(ep.protocol());
-      boost::system::error_code ec;
-      probe.bind(ep, ec);
-      if (ec)
-        throw std::runtime_error("cannot listen on " + rt.config.listen.address + ":" +
-                                 std::to_string(ep.port()) + ": " + ec.message());
-      ep.port(probe.local_endpoint().port());
-    }
-    for (unsigned i = 0; i < threads; ++i) {
-      // One acceptor per event loop on the same port (SO_REUSEPORT): the kernel spreads
-      // connections and each is served start to end on one thread, with its own pool.
-      auto acc = std::make_unique<tcp::acceptor>(workers_[i]->ioc);
-      acc->open(ep.protocol());
-      acc->set_option(tcp::acceptor::reuse_address(true));
-      int one = 1;
-      ::setsockopt(acc->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-      boost::system::error_code ec;
-      acc->bind(ep, ec);
-      if (ec)
-        throw std::runtime_error("cannot listen on " + rt.config.listen.address + ":" +
-                                 std::to_string(ep.port()) + ": " + ec.message());
-      acc->listen(asio::socket_base::max_listen_connections);
-      listen_port_ = ep.port();
-      acceptors_.push_back(std::move(acc));
-    }
+    // One acceptor, on the first event loop, that hands each connection to the loop serving
+    // the fewest (accept_loop). One acceptor per loop with SO_REUSEPORT would let the kernel
+    // spread them by a hash of their addresses instead: 64 connections split as unevenly as
+    // 38/26, and the busier loop's callers wait longer.
+    acceptor_ = std::make_unique<tcp::acceptor>(workers_[0]->ioc);
+    acceptor_->open(ep.protocol());
+    acceptor_->set_option(tcp::acceptor::reuse_address(true));
+    boost::system::error_code ec;
+    acceptor_->bind(ep, ec);
+    if (ec)
+      throw std::runtime_error("cannot listen on " + rt.config.listen.address + ":" +
+                               std::to_string(ep.port()) + ": " + ec.message());
+    acceptor_->listen(asio::socket_base::max_listen_connections);
+    listen_port_ = acceptor_->local_endpoint().port();
     admin_acceptor_ = std::make_unique<tcp::acceptor>(workers_[0]->ioc);
     tcp::endpoint admin_ep(asio::ip::make_address(rt.config.admin.address), rt.config.admin.port);
     admin_acceptor_->open(admin_ep.protocol());
     admin_acceptor_->set_option(tcp::acceptor::reuse_address(true));
-    boost::system::error_code ec;
     admin_acceptor_->bind(admin_ep, ec);
     if (ec)
       throw std::runtime_error("cannot listen on " + rt.config.admin.address + ":" +
@@ -293,14 +282,25 @@ class Gateway {
     admin_port_ = admin_acceptor_->local_endpoint().port();
   }
 
-  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, Worker& worker) {
+  // The event loop serving the fewest connections (the first of those, on a tie).
+  Worker& least_loaded() {
+    Worker* best = workers_[0].get();
+    for (auto& w : workers_)
+      if (w->open.load(std::memory_order_relaxed) < best->open.load(std::memory_order_relaxed))
+        best = w.get();
+    return *best;
+  }
+
+  asio::awaitable<void> accept_loop() {
     for (;;) {
-      auto [ec, socket] = co_await acceptor.async_accept(nothrow);
+      Worker& worker = least_loaded();
+      // The socket is made on the loop that will serve it.
+      auto [ec, socket] = co_await acceptor_->async_accept(worker.ioc, nothrow);
       if (ec) {
-        if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+        if (ec == asio::error::operation_aborted || !acceptor_->is_open()) co_return;
         // Out of file descriptors or similar: pause instead of spinning.
         log::event(log::Level::warn, "accept failed", {{"error", ec.message()}});
-        asio::steady_timer t(worker.ioc, std::chrono::milliseconds(50));
+        asio::steady_timer t(workers_[0]->ioc, std::chrono::milliseconds(50));
         co_await t.async_wait(nothrow);
         continue;
       }
@@ -311,6 +311,7 @@ class Gateway {
         socket.close(ignored);  // refused cleanly; existing connections keep working
         continue;
       }
+      worker.open.fetch_add(1, std::memory_order_relaxed);  // serve_downstream takes it back
       asio::co_spawn(worker.ioc, serve_downstream(std::move(socket), worker), asio::detached);
     }
   }
@@ -353,11 +354,10 @@ class Gateway {
   void drain() {
     if (shared_.draining.exchange(true)) return;
     log::info("draining: listeners closed, finishing in-flight requests");
-    for (std::size_t i = 0; i < acceptors_.size(); ++i)
-      asio::post(workers_[i]->ioc, [a = acceptors_[i].get()] {
-        boost::system::error_code ignored;
-        a->close(ignored);
-      });
+    asio::post(workers_[0]->ioc, [a = acceptor_.get()] {
+      boost::system::error_code ignored;
+      a->close(ignored);
+    });
     auto deadline = std::chrono::steady_clock::now() + shared_.runtime.load()->config.drain_timeout;
     asio::co_spawn(workers_[0]->ioc, finish_drain(deadline), asio::detached);
   }
@@ -378,7 +378,7 @@ class Gateway {
   std::filesystem::path file_;
   ProxyShared shared_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  std::unique_ptr<tcp::acceptor> acceptor_;  // the proxy listener, on workers_[0]
   std::unique_ptr<tcp::acceptor> admin_acceptor_;
   std::unique_ptr<AdminServer> admin_;
   std::shared_ptr<TokenStore> store_;

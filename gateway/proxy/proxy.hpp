@@ -39,12 +39,15 @@ struct ProxyShared {
   std::atomic<std::int64_t> inflight{0};
 };
 
-// One event loop thread: its io_context and its upstream pool.
+// One event loop thread: its io_context, its upstream pool, the connections it serves.
 struct Worker {
   explicit Worker(ProxyShared& s) : ioc(1), pool(ioc, s.upstream), shared(s) {}
   boost::asio::io_context ioc;
   UpstreamPool pool;
   ProxyShared& shared;
+  // Downstream connections this loop serves: counted up by the accept loop as it hands one
+  // over, down when serve_downstream ends.
+  std::atomic<std::int64_t> open{0};
 };
 
 // Serves one downstream connection until it closes (plain or TLS per the runtime).

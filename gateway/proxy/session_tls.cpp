@@ -8,8 +8,12 @@ asio::awaitable<void> serve_downstream(tcp::socket socket, Worker& worker) {
   ++worker.shared.downstream_connections;
   struct Count {
     std::atomic<std::int64_t>& n;
-    ~Count() { --n; }
-  } count{worker.shared.downstream_connections};
+    std::atomic<std::int64_t>& on_this_loop;
+    ~Count() {
+      --n;
+      on_this_loop.fetch_sub(1, std::memory_order_relaxed);
+    }
+  } count{worker.shared.downstream_connections, worker.open};
   socket.set_option(tcp::no_delay(true));
   if (!runtime->server_tls) {
     co_await serve_plain_session(std::move(socket), worker);
