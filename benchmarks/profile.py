@@ -8,6 +8,8 @@ the gateway with 1 thread injecting a static Bearer token, wrk -c64 on loopback.
   python3 benchmarks/profile.py strace     # system calls per request (strace -c)
   python3 benchmarks/profile.py syscalls   # system calls per request at full speed, next to
                                            # haproxy (perf stat on syscall tracepoints)
+  python3 benchmarks/profile.py segments   # TCP segments per request on the machine, next to
+                                           # haproxy (nstat): 4 is one per transfer
 
 Results go to --out (default /tmp/gateway-profile). Not a test: the machine's noise shows
 in `split`; `callgrind` counts instructions, which do not depend on it.
@@ -112,9 +114,34 @@ def syscalls_per_request(name, proc, url):
         flush=True)
 
 
+def tcp_counters():
+    out = subprocess.run(["nstat", "-az"], capture_output=True, text=True, check=True).stdout
+    counters = {}
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            counters[parts[0]] = int(parts[1])
+    return counters
+
+
+def segments_per_request(name, url):
+    """TCP segments sent on the machine per proxied request (wrk, the proxy and the upstream
+    together; nothing else should be running): 4 means one per transfer and no bare ACK."""
+    bench.wrk(url, 64, 1)
+    before = tcp_counters()
+    r = bench.wrk(url, 64, 4)
+    after = tcp_counters()
+    n = max(r["requests"], 1)
+    print("%-8s " % name + ", ".join(
+        "%s %.3f" % (k, (after.get(k, 0) - before.get(k, 0)) / n)
+        for k in ("TcpOutSegs", "TcpExtTCPPureAcks", "TcpExtDelayedACKs")) + " per request",
+        flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("split", "callgrind", "perf", "strace", "syscalls"))
+    ap.add_argument("mode",
+                    choices=("split", "callgrind", "perf", "strace", "syscalls", "segments"))
     ap.add_argument("--out", default="/tmp/gateway-profile")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
@@ -124,8 +151,12 @@ def main():
     if args.mode == "callgrind":
         prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                   "--callgrind-out-file=%s/callgrind.out" % args.out]
-    procs, targets = start(d, prefix, args.mode in ("split", "syscalls"))
+    procs, targets = start(d, prefix, args.mode in ("split", "syscalls", "segments"))
     try:
+        if args.mode == "segments":
+            for name, _, url in targets:
+                segments_per_request(name, url)
+            return
         if args.mode == "syscalls":
             for name, proc, url in targets:
                 syscalls_per_request(name, proc, url)
