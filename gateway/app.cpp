@@ -224,6 +224,14 @@ class Gateway {
     auto signals = std::make_unique<asio::signal_set>(workers_[0]->ioc, SIGTERM, SIGINT, SIGHUP);
     wait_signal(*signals);
 
+    // The first event loop runs on the main thread (the process keeps its name); loop N on a
+    // thread named gw-loop-N (top -H, /proc/PID/task/*/comm), named before the start is told.
+    std::vector<std::thread> pool;
+    for (std::size_t i = 1; i < workers_.size(); ++i) {
+      pool.emplace_back([w = workers_[i].get()] { w->ioc.run(); });
+      pthread_setname_np(pool.back().native_handle(), ("gw-loop-" + std::to_string(i)).c_str());
+    }
+
     log::event(log::Level::info, "gateway started",
                {{"version", GATEWAY_VERSION},
                 {"listen", rt->config.listen.address + ":" + std::to_string(listen_port_)},
@@ -231,15 +239,6 @@ class Gateway {
                 {"threads", threads},
                 {"integrations", rt->routes->integrations.size()},
                 {"connections", rt->routes->connections.size()}});
-
-    // Each event loop's thread is named gw-loop-N (top -H, /proc/PID/task/*/comm).
-    std::vector<std::thread> pool;
-    for (std::size_t i = 1; i < workers_.size(); ++i)
-      pool.emplace_back([w = workers_[i].get(), i] {
-        pthread_setname_np(pthread_self(), ("gw-loop-" + std::to_string(i)).c_str());
-        w->ioc.run();
-      });
-    pthread_setname_np(pthread_self(), "gw-loop-0");
     workers_[0]->ioc.run();
     for (auto& t : pool) t.join();
     // Removing the signal set restores the default actions; a late SIGTERM (a supervisor

@@ -59,20 +59,21 @@ class OperationsTest(unittest.TestCase):
         gw = self.gateway("spread", threads=2)
 
         def loop_cpu():
-            # An event loop's helper threads (Asio's resolver) inherit its name; the loop's
-            # own thread is the first one made with it.
+            # Loop 0 runs on the main thread; loop 1 on the first thread named gw-loop-1
+            # (helper threads it starts, Asio's resolver among them, inherit the name).
             ticks = {}
-            for tid in sorted(os.listdir("/proc/%d/task" % gw.proc.pid), key=int, reverse=True):
-                base = "/proc/%d/task/%s/" % (gw.proc.pid, tid)
+            pid = gw.proc.pid
+            for tid in sorted(os.listdir("/proc/%d/task" % pid), key=int, reverse=True):
+                base = "/proc/%d/task/%s/" % (pid, tid)
                 with open(base + "comm") as f:
-                    name = f.read().strip()
-                if name.startswith("gw-loop-"):
+                    name = "loop-0" if int(tid) == pid else f.read().strip()
+                if name in ("loop-0", "gw-loop-1"):
                     with open(base + "stat") as f:
                         fields = f.read().rsplit(")", 1)[1].split()
                     ticks[name] = int(fields[11]) + int(fields[12])
             return ticks
 
-        self.assertEqual(sorted(loop_cpu()), ["gw-loop-0", "gw-loop-1"])
+        self.assertEqual(sorted(loop_cpu()), ["gw-loop-1", "loop-0"])
         before = loop_cpu()
         errors = []
 
