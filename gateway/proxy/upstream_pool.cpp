@@ -1,6 +1,8 @@
 #include "gateway/proxy/upstream_pool.hpp"
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -37,6 +39,15 @@ std::shared_ptr<asio::ssl::context> make_client_tls(const UpstreamConfig& config
   ctx->set_default_verify_paths();
   if (!config.ca_file.empty()) ctx->load_verify_file(config.ca_file.string());
   ctx->set_verify_mode(asio::ssl::verify_peer);
+  // OpenSSL caches a certificate's decoded extensions (key identifiers, purposes) in the
+  // certificate on first use; the trust store's certificates are shared by every event
+  // loop's handshakes, and two first uses at once race (ThreadSanitizer catches it in
+  // OpenSSL 3.0). Fill those caches now, while the context is not shared yet.
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx->native_handle());
+  STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(store);
+  for (int i = 0; i < sk_X509_OBJECT_num(objects); ++i)
+    if (X509* cert = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objects, i)))
+      X509_check_purpose(cert, -1, 0);
   // No client session cache: OpenSSL only adds to it (resuming needs SSL_set_session), so
   // with TLS 1.3 handing out two tickets per connection it grew by every connection made
   // until its 20,480-entry limit (the soak saw RSS climb ~1.7 MiB a minute).

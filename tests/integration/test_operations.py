@@ -87,6 +87,8 @@ class OperationsTest(unittest.TestCase):
                     r.read()
                     if r.status != 200:
                         errors.append(r.status)
+            except Exception as e:  # noqa: BLE001 - reported by the assertion below
+                errors.append(repr(e))
             finally:
                 c.close()
 
