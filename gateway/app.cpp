@@ -290,28 +290,39 @@ class Gateway {
     return *best;
   }
 
+  // Waits until a connection can be taken, then takes every one waiting, each onto the loop
+  // serving the fewest at that moment.
   asio::awaitable<void> accept_loop() {
+    boost::system::error_code ec;
+    acceptor_->non_blocking(true, ec);
     for (;;) {
-      Worker& worker = least_loaded();
-      // The socket is made on the loop that will serve it.
-      auto [ec, socket] = co_await acceptor_->async_accept(worker.ioc, nothrow);
-      if (ec) {
-        if (ec == asio::error::operation_aborted || !acceptor_->is_open()) co_return;
-        // Out of file descriptors or similar: pause instead of spinning.
-        log::event(log::Level::warn, "accept failed", {{"error", ec.message()}});
-        asio::steady_timer t(workers_[0]->ioc, std::chrono::milliseconds(50));
-        co_await t.async_wait(nothrow);
-        continue;
+      auto [wec] = co_await acceptor_->async_wait(tcp::acceptor::wait_read, nothrow);
+      if (wec || !acceptor_->is_open()) co_return;  // closed by drain()
+      for (;;) {
+        Worker& worker = least_loaded();
+        tcp::socket socket = acceptor_->accept(worker.ioc, ec);  // made on the loop to serve it
+        if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+        if (ec == asio::error::connection_aborted) continue;  // the caller gave up first
+        if (ec) {
+          // Out of file descriptors or similar: pause instead of spinning.
+          log::event(log::Level::warn, "accept failed", {{"error", ec.message()}});
+          asio::steady_timer t(workers_[0]->ioc, std::chrono::milliseconds(50));
+          co_await t.async_wait(nothrow);
+          break;
+        }
+        auto rt = shared_.runtime.load();
+        if (static_cast<std::size_t>(shared_.downstream_connections.load()) >=
+            rt->config.limits.max_connections) {
+          boost::system::error_code ignored;
+          socket.close(ignored);  // refused cleanly; existing connections keep working
+          continue;
+        }
+        // Counted now, not once the session starts, so that a burst taken in one go meets
+        // max_connections; serve_downstream takes both back when the connection ends.
+        ++shared_.downstream_connections;
+        worker.open.fetch_add(1, std::memory_order_relaxed);
+        asio::co_spawn(worker.ioc, serve_downstream(std::move(socket), worker), asio::detached);
       }
-      auto rt = shared_.runtime.load();
-      if (static_cast<std::size_t>(shared_.downstream_connections.load()) >=
-          rt->config.limits.max_connections) {
-        boost::system::error_code ignored;
-        socket.close(ignored);  // refused cleanly; existing connections keep working
-        continue;
-      }
-      worker.open.fetch_add(1, std::memory_order_relaxed);  // serve_downstream takes it back
-      asio::co_spawn(worker.ioc, serve_downstream(std::move(socket), worker), asio::detached);
     }
   }
 

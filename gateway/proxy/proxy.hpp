@@ -50,7 +50,9 @@ struct Worker {
   std::atomic<std::int64_t> open{0};
 };
 
-// Serves one downstream connection until it closes (plain or TLS per the runtime).
+// Serves one downstream connection until it closes (plain or TLS per the runtime), then
+// counts it out of shared.downstream_connections and worker.open, where its acceptor
+// counted it in.
 boost::asio::awaitable<void> serve_downstream(boost::asio::ip::tcp::socket socket, Worker& worker);
 
 }  // namespace gw

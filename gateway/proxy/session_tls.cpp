@@ -4,8 +4,7 @@
 namespace gw {
 
 asio::awaitable<void> serve_downstream(tcp::socket socket, Worker& worker) {
-  auto runtime = worker.shared.runtime.load();
-  ++worker.shared.downstream_connections;
+  // The accept loop counted the connection in both (app.cpp); they are given back here.
   struct Count {
     std::atomic<std::int64_t>& n;
     std::atomic<std::int64_t>& on_this_loop;
@@ -14,6 +13,7 @@ asio::awaitable<void> serve_downstream(tcp::socket socket, Worker& worker) {
       on_this_loop.fetch_sub(1, std::memory_order_relaxed);
     }
   } count{worker.shared.downstream_connections, worker.open};
+  auto runtime = worker.shared.runtime.load();
   socket.set_option(tcp::no_delay(true));
   if (!runtime->server_tls) {
     co_await serve_plain_session(std::move(socket), worker);
