@@ -290,15 +290,15 @@ class Gateway {
     return *best;
   }
 
-  // Waits until a connection can be taken, then takes every one waiting, each onto the loop
-  // serving the fewest at that moment.
+  // Waits until a connection can be taken, then takes those waiting (up to 64 before the
+  // loop's other work gets its turn), each onto the loop serving the fewest at that moment.
   asio::awaitable<void> accept_loop() {
     boost::system::error_code ec;
     acceptor_->non_blocking(true, ec);
     for (;;) {
       auto [wec] = co_await acceptor_->async_wait(tcp::acceptor::wait_read, nothrow);
       if (wec || !acceptor_->is_open()) co_return;  // closed by drain()
-      for (;;) {
+      for (int taken = 0; taken < 64; ++taken) {
         Worker& worker = least_loaded();
         tcp::socket socket = acceptor_->accept(worker.ioc, ec);  // made on the loop to serve it
         if (ec == asio::error::would_block || ec == asio::error::try_again) break;
