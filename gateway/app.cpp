@@ -253,32 +253,30 @@ class Gateway {
 
  private:
   void open_listeners(const Runtime& rt) {
-    auto address = asio::ip::make_address(rt.config.listen.address);
-    tcp::endpoint ep(address, rt.config.listen.port);
     // One acceptor, on the first event loop, that hands each connection to the loop serving
     // the fewest (accept_loop). One acceptor per loop with SO_REUSEPORT would let the kernel
     // spread them by a hash of their addresses instead: 64 connections split as unevenly as
     // 38/26, and the busier loop's callers wait longer.
-    acceptor_ = std::make_unique<tcp::acceptor>(workers_[0]->ioc);
-    acceptor_->open(ep.protocol());
-    acceptor_->set_option(tcp::acceptor::reuse_address(true));
-    boost::system::error_code ec;
-    acceptor_->bind(ep, ec);
-    if (ec)
-      throw std::runtime_error("cannot listen on " + rt.config.listen.address + ":" +
-                               std::to_string(ep.port()) + ": " + ec.message());
-    acceptor_->listen(asio::socket_base::max_listen_connections);
+    acceptor_ = listen_on(rt.config.listen.address, rt.config.listen.port, "");
     listen_port_ = acceptor_->local_endpoint().port();
-    admin_acceptor_ = std::make_unique<tcp::acceptor>(workers_[0]->ioc);
-    tcp::endpoint admin_ep(asio::ip::make_address(rt.config.admin.address), rt.config.admin.port);
-    admin_acceptor_->open(admin_ep.protocol());
-    admin_acceptor_->set_option(tcp::acceptor::reuse_address(true));
-    admin_acceptor_->bind(admin_ep, ec);
-    if (ec)
-      throw std::runtime_error("cannot listen on " + rt.config.admin.address + ":" +
-                               std::to_string(admin_ep.port()) + " (admin): " + ec.message());
-    admin_acceptor_->listen();
+    admin_acceptor_ = listen_on(rt.config.admin.address, rt.config.admin.port, " (admin)");
     admin_port_ = admin_acceptor_->local_endpoint().port();
+  }
+
+  // A listening socket on the first event loop; `what` names it in the error.
+  std::unique_ptr<tcp::acceptor> listen_on(const std::string& address, unsigned short port,
+                                           const char* what) {
+    tcp::endpoint ep(asio::ip::make_address(address), port);
+    auto acceptor = std::make_unique<tcp::acceptor>(workers_[0]->ioc);
+    acceptor->open(ep.protocol());
+    acceptor->set_option(tcp::acceptor::reuse_address(true));
+    boost::system::error_code ec;
+    acceptor->bind(ep, ec);
+    if (ec)
+      throw std::runtime_error("cannot listen on " + address + ":" + std::to_string(port) + what +
+                               ": " + ec.message());
+    acceptor->listen(asio::socket_base::max_listen_connections);
+    return acceptor;
   }
 
   // The event loop serving the fewest connections (the first of those, on a tie).
