@@ -10,11 +10,13 @@
 #include <nlohmann/json.hpp>
 
 #include <pthread.h>
+#include <sys/resource.h>
 
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <thread>
 
 #include "gateway/admin/admin_server.hpp"
@@ -130,6 +132,22 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
+// Raises the descriptor soft limit to the hard one and returns how many callers fit in it:
+// each holds its socket and at most one vendor connection; the admin listener, the store,
+// the log and the event loops keep 128 more.
+std::size_t callers_that_fit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return std::numeric_limits<std::size_t>::max();
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  if (lim.rlim_cur == RLIM_INFINITY) return std::numeric_limits<std::size_t>::max();
+  auto fds = static_cast<std::size_t>(lim.rlim_cur);
+  return fds > 128 + 2 ? (fds - 128) / 2 : 1;
+}
+
 class Gateway {
  public:
   explicit Gateway(std::filesystem::path file) : file_(std::move(file)) {}
@@ -143,6 +161,12 @@ class Gateway {
       return 2;
     }
     log::set_level(log::parse_level(rt->config.log.level));
+    caller_cap_ = callers_that_fit();
+    if (rt->config.limits.max_connections > caller_cap_)
+      log::event(log::Level::warn, "limits.max_connections is more than the descriptors allow",
+                 {{"max_connections", rt->config.limits.max_connections},
+                  {"serving_at_most", caller_cap_},
+                  {"hint", "raise the hard limit (ulimit -Hn, LimitNOFILE) to serve more"}});
     shared_.runtime.store(rt);
     std::shared_ptr<TokenStore> store;
     try {
@@ -310,7 +334,7 @@ class Gateway {
         }
         auto rt = shared_.runtime.load();
         if (static_cast<std::size_t>(shared_.downstream_connections.load()) >=
-            rt->config.limits.max_connections) {
+            std::min(rt->config.limits.max_connections, caller_cap_)) {
           boost::system::error_code ignored;
           socket.close(ignored);  // refused cleanly; existing connections keep working
           continue;
@@ -391,6 +415,8 @@ class Gateway {
   std::unique_ptr<AdminServer> admin_;
   std::shared_ptr<TokenStore> store_;
   unsigned short listen_port_ = 0, admin_port_ = 0;
+  // How many callers the descriptor limit leaves room for (callers_that_fit).
+  std::size_t caller_cap_ = std::numeric_limits<std::size_t>::max();
 };
 
 }  // namespace

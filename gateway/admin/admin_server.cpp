@@ -177,9 +177,20 @@ asio::awaitable<void> AdminServer::accept_loop() {
     auto [ec, socket] = co_await acceptor_->async_accept(nothrow);
     if (ec) {
       if (!acceptor_->is_open()) co_return;
+      // Out of descriptors or similar: pause instead of spinning on the failing accept.
+      asio::steady_timer pause(ioc_, std::chrono::milliseconds(50));
+      co_await pause.async_wait(nothrow);
       continue;
     }
-    asio::co_spawn(ioc_, serve(std::move(socket)), asio::detached);
+    // Probes, scrapes and operators need few connections; past the cap a new one is closed at
+    // once, so the admin listener can never take the proxy's descriptors.
+    if (open_ >= kMaxAdminConnections) {
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    ++open_;
+    asio::co_spawn(ioc_, serve(std::move(socket)), [this](std::exception_ptr) { --open_; });
   }
 }
 
@@ -193,7 +204,14 @@ asio::awaitable<void> AdminServer::serve(tcp::socket socket) {
     auto [ec, n] = co_await http::async_read(stream, buffer, parser, nothrow);
     if (ec) break;
     auto& req = parser.get();
-    auto res = co_await dispatch(req);
+    AdminResponse res;
+    try {
+      res = co_await dispatch(req);
+    } catch (const nlohmann::json::exception&) {
+      // A field of the wrong type ({"integration": 5}): a clear 400, never a dropped answer.
+      res = error_response(http::status::bad_request, "bad_request",
+                           "a JSON field has the wrong type");
+    }
     res.keep_alive(req.keep_alive());
     res.prepare_payload();
     stream.expires_after(std::chrono::seconds(30));
@@ -557,6 +575,10 @@ asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& r
                         "The vendor did not grant access (" + (error.empty() ? "no code" : error) +
                             "). Nothing was changed.");
   auto iit = rt->routes->integrations.find(t.integration);
+  if (iit == rt->routes->integrations.end())  // a reload removed it since the link was made
+    co_return html_page(http::status::bad_request, "Authorization failed",
+                        "Integration " + t.integration +
+                            " is no longer configured. Nothing was changed.");
   ConnectionConfig cc{t.connection_id, t.integration, t.vars, {}, "authorization_code", ""};
   std::string key, err;
   auto conn = make_connection(cc, *iit->second, &key, &err);

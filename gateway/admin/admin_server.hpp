@@ -66,6 +66,8 @@ class AdminServer {
   AdminContext ctx_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor>& acceptor_;
   std::map<std::string, Ticket> tickets_;  // by ticket id
+  static constexpr std::size_t kMaxAdminConnections = 64;
+  std::size_t open_ = 0;  // admin connections being served (all on ioc_'s one thread)
 };
 
 // The JSON view of a connection for the admin API: never a secret.

@@ -22,12 +22,18 @@ const char* state_name(ConnectionState s) {
 
 std::optional<std::string> lookup_placeholder(const Connection& c, const StringMap& extra,
                                               std::string_view name) {
+  // Built-ins first: no var or credential can stand in for the client's identity, the
+  // redirect URI or the state (SPEC 4).
   std::string key(name);
-  if (auto it = c.vars.find(key); it != c.vars.end()) return it->second;
-  if (auto it = c.credentials.find(key); it != c.credentials.end()) return it->second;
   if (name == "client_id") return c.client_id;
   if (name == "client_secret") return c.client_secret;
+  if (is_builtin_placeholder(name)) {
+    if (auto it = extra.find(key); it != extra.end()) return it->second;
+    return std::nullopt;
+  }
+  if (auto it = c.vars.find(key); it != c.vars.end()) return it->second;
   if (auto it = extra.find(key); it != extra.end()) return it->second;
+  if (auto it = c.credentials.find(key); it != c.credentials.end()) return it->second;
   return std::nullopt;
 }
 

@@ -56,6 +56,10 @@ struct Lifecycle {
   std::string last_error;
   Clock::time_point last_refresh_at{}, retry_at{}, cooldown_until{};
   Millis backoff{0};
+  // Rejection-driven refreshes: the last one's time, and the token version whose replay the
+  // vendor rejected too (no refresh for that version: the rejection is not the token's).
+  std::chrono::steady_clock::time_point last_rejection_refresh{}, rejected_again_at{};
+  std::uint64_t rejected_again_version = 0;
   // Mirrors state == needs_reauth for the request path, which must not take the mutex.
   std::atomic<bool> needs_reauth{false};
 };

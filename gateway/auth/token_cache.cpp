@@ -258,10 +258,42 @@ asio::awaitable<CredentialResult> TokenCache::rejected(std::shared_ptr<Connectio
   // Another request already renewed the token: replay with the newer one.
   if (cur && used && cur->version > used->version && usable(cur.get(), Clock::now()))
     co_return CredentialResult{cur, {}};
+  {
+    // No refresh storm from an endpoint that answers 401 whatever the token: not for a token
+    // the vendor rejected on its first use after a refresh, and at most one rejection-driven
+    // refresh per kRejectionRefreshInterval.
+    std::lock_guard lock(c->lifecycle->mutex);
+    auto& lc = *c->lifecycle;
+    auto now = std::chrono::steady_clock::now();
+    // A refresh in flight is joined (every waiter gets its result), whatever the limits say;
+    // one that ended since the check above left a newer token.
+    auto latest = c->current();
+    bool newer = latest && used && latest->version > used->version;
+    if (lc.refreshing || newer) {
+      // Join, or take the newer token below.
+    } else if (used && lc.rejected_again_version == used->version &&
+               now - lc.rejected_again_at < kRejectedAgainHold) {
+      co_return CredentialResult{nullptr, "the vendor rejected a fresh token of " + c->id +
+                                              " too; not refreshing again"};
+    } else if (now - lc.last_rejection_refresh < kRejectionRefreshInterval) {
+      co_return CredentialResult{nullptr, "connection " + c->id + " was refreshed for a "
+                                              "rejection under " +
+                                              std::to_string(kRejectionRefreshInterval.count()) +
+                                              " ms ago"};
+    } else {
+      lc.last_rejection_refresh = now;
+    }
+  }
   auto result = co_await refresh_now(c, RefreshTrigger::rejected);
   if (result.credential && used && result.credential->version <= used->version)
     co_return CredentialResult{nullptr, "no newer token for connection " + c->id};
   co_return result;
+}
+
+void TokenCache::rejected_again(Connection& c, const Credential& replayed) {
+  std::lock_guard lock(c.lifecycle->mutex);
+  c.lifecycle->rejected_again_version = replayed.version;
+  c.lifecycle->rejected_again_at = std::chrono::steady_clock::now();
 }
 
 asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,

@@ -5,6 +5,7 @@
 #pragma once
 #include <boost/asio/any_io_executor.hpp>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 
@@ -17,6 +18,12 @@ struct Runtime;
 
 enum class RefreshTrigger { ahead, rejected, forced, initial };
 
+// Rejection-driven refreshes of one connection: at most one per interval, and none for
+// `hold` after the vendor rejected a fresh token on its first use (the 401 is then about the
+// request, not the token: 20 such requests must not rotate the refresh token 20 times).
+constexpr std::chrono::milliseconds kRejectionRefreshInterval{1000};
+constexpr std::chrono::seconds kRejectedAgainHold{30};
+
 class TokenCache final : public TokenProvider {
  public:
   using RuntimeSource = std::function<std::shared_ptr<const Runtime>()>;
@@ -25,6 +32,7 @@ class TokenCache final : public TokenProvider {
   boost::asio::awaitable<CredentialResult> acquire(std::shared_ptr<Connection> c) override;
   boost::asio::awaitable<CredentialResult> rejected(
       std::shared_ptr<Connection> c, std::shared_ptr<const Credential> used) override;
+  void rejected_again(Connection& c, const Credential& replayed) override;
   // Waits for a refresh of `c` (joining one in flight, else starting one with `trigger`).
   boost::asio::awaitable<CredentialResult> refresh_now(std::shared_ptr<Connection> c,
                                                        RefreshTrigger trigger);

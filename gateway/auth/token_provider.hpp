@@ -25,6 +25,9 @@ class TokenProvider {
   // none when a replay cannot help.
   virtual boost::asio::awaitable<CredentialResult> rejected(
       std::shared_ptr<Connection> c, std::shared_ptr<const Credential> used) = 0;
+  // The vendor rejected `replayed`, a token it had not seen before, too: the rejection is
+  // not about the token (a permission, a wrong path), so it must not cause more refreshes.
+  virtual void rejected_again(Connection& c, const Credential& replayed) = 0;
 };
 
 }  // namespace gw

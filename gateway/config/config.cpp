@@ -134,7 +134,8 @@ class ConfigLoader {
         auto c = parse_cidr(cidrs[i]);
         if (!c)
           reader_.problem(n["allow_from"][i], k + ".allow_from[" + std::to_string(i) + "]",
-                          "\"" + cidrs[i] + "\" is not an address or CIDR");
+                          reader_.shown(n["allow_from"][i], cidrs[i]) +
+                              " is not an address or CIDR");
         else
           cfg_.listen.allow_from.push_back(*c);
       }
@@ -208,7 +209,8 @@ class ConfigLoader {
       }
       if (cfg_.store.kind != "file" && cfg_.store.kind != "redis" && cfg_.store.kind != "memory")
         reader_.problem(n["kind"], "store.kind",
-                        "\"" + cfg_.store.kind + "\" is not one of file, redis, memory");
+                        reader_.shown(n["kind"], cfg_.store.kind) +
+                            " is not one of file, redis, memory");
       if (cfg_.store.kind != "memory" && cfg_.store.key.empty())
         reader_.problem(n, "store.key", "is required for the " + cfg_.store.kind + " store");
     } else {
@@ -360,7 +362,8 @@ class ConfigLoader {
       if (!reader_.get(e, k, "id", cc.id)) {
         reader_.problem(e, k + ".id", "is required");
       } else if (!std::regex_match(cc.id, kConnectionId)) {
-        reader_.problem(e["id"], k + ".id", "\"" + cc.id + "\" must match ^[A-Za-z0-9._-]{1,128}$");
+        reader_.problem(e["id"], k + ".id",
+                        reader_.shown(e["id"], cc.id) + " must match ^[A-Za-z0-9._-]{1,128}$");
       } else if (!ids.insert(cc.id).second) {
         reader_.problem(e["id"], k + ".id", "duplicate connection \"" + cc.id + "\"");
       }

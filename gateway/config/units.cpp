@@ -19,6 +19,8 @@ std::optional<std::uint64_t> checked_mul(std::uint64_t a, std::uint64_t b) {
   return a * b;
 }
 
+constexpr std::uint64_t kMaxDurationMs = 3650ull * 86'400'000;
+
 }  // namespace
 
 std::optional<Millis> parse_duration(std::string_view text) {
@@ -38,9 +40,10 @@ std::optional<Millis> parse_duration(std::string_view text) {
     factor = 86'400'000;
   else
     return std::nullopt;
+  // At most ten years: a deadline of now + a duration near 2^63 ms overflows the clock, and
+  // every operation under it would time out at once (or never).
   auto ms = checked_mul(value, factor);
-  if (!ms || *ms > static_cast<std::uint64_t>(std::numeric_limits<Millis::rep>::max()))
-    return std::nullopt;
+  if (!ms || *ms > kMaxDurationMs) return std::nullopt;
   return Millis{static_cast<Millis::rep>(*ms)};
 }
 

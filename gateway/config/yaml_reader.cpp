@@ -7,8 +7,18 @@
 
 namespace gw {
 
-YamlReader::YamlReader(std::filesystem::path file, Problems& problems)
-    : file_(std::move(file)), name_(file_.filename().string()), problems_(problems) {}
+YamlReader::YamlReader(std::filesystem::path file, Problems& problems, bool references)
+    : file_(std::move(file)),
+      name_(file_.filename().string()),
+      problems_(problems),
+      references_(references) {}
+
+std::string YamlReader::shown(const YAML::Node& node, const std::string& value) const {
+  // A value that came from ${env:} or ${file:} may be a secret: name the reference instead.
+  if (node.IsScalar() && node.Scalar().find("${") != std::string::npos)
+    return "the value of " + node.Scalar();
+  return "\"" + value + "\"";
+}
 
 std::optional<YAML::Node> YamlReader::load() {
   try {
@@ -76,6 +86,11 @@ std::optional<std::string> YamlReader::scalar(const YAML::Node& node, const std:
     if (end == std::string::npos) break;
     out.append(raw, pos, start - pos);
     std::string ref = raw.substr(start + 2, end - start - 2);
+    if (!references_) {
+      // A policy is data from whoever wrote it: it must not be able to read the store key.
+      problem(node, key, "${" + ref + "}: a policy file expands no ${env:} or ${file:} reference");
+      return std::nullopt;
+    }
     if (ref.rfind("env:", 0) == 0) {
       std::string name = ref.substr(4);
       const char* value = std::getenv(name.c_str());
@@ -127,7 +142,7 @@ bool YamlReader::get(const YAML::Node& map, const std::string& path, const char*
   else if (text == "false")
     out = false;
   else {
-    problem(map[key], join(path, key), "must be true or false, not \"" + text + "\"");
+    problem(map[key], join(path, key), "must be true or false, not " + shown(map[key], text));
     return false;
   }
   return true;
@@ -140,7 +155,7 @@ bool YamlReader::get_duration(const YAML::Node& map, const std::string& path, co
   auto d = parse_duration(text);
   if (!d) {
     problem(map[key], join(path, key),
-            "\"" + text + "\" is not a duration (a number with ms, s, m, h or d)");
+            shown(map[key], text) + " is not a duration (a number with ms, s, m, h or d, at most 3650d)");
     return false;
   }
   out = *d;
@@ -153,7 +168,8 @@ bool YamlReader::get_size(const YAML::Node& map, const std::string& path, const 
   if (!get(map, path, key, text)) return false;
   auto s = parse_size(text);
   if (!s) {
-    problem(map[key], join(path, key), "\"" + text + "\" is not a size (e.g. 16384, 64KiB, 10MiB)");
+    problem(map[key], join(path, key),
+            shown(map[key], text) + " is not a size (e.g. 16384, 64KiB, 10MiB)");
     return false;
   }
   out = *s;
@@ -168,7 +184,7 @@ bool YamlReader::get_uint64(const YAML::Node& map, const std::string& path, cons
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc{} || end != text.data() + text.size() || value > max) {
     problem(map[key], join(path, key),
-            "\"" + text + "\" is not a whole number from 0 to " + std::to_string(max));
+            shown(map[key], text) + " is not a whole number from 0 to " + std::to_string(max));
     return false;
   }
   out = value;

@@ -16,7 +16,9 @@ namespace gw {
 
 class YamlReader {
  public:
-  YamlReader(std::filesystem::path file, Problems& problems);
+  // `references`: whether ${env:NAME} and ${file:PATH} are expanded (the config) or refused
+  // (a policy file).
+  YamlReader(std::filesystem::path file, Problems& problems, bool references = true);
 
   // Parses the file; nullopt (and a problem) when it cannot be read or parsed.
   std::optional<YAML::Node> load();
@@ -48,6 +50,8 @@ class YamlReader {
   std::optional<std::string> scalar(const YAML::Node& node, const std::string& key);
 
   static std::string join(const std::string& path, std::string_view key);
+  // `value` quoted for a message, or, when it came from a reference, the reference's name.
+  std::string shown(const YAML::Node& node, const std::string& value) const;
 
  private:
   bool get_uint64(const YAML::Node& map, const std::string& path, const char* key,
@@ -56,6 +60,7 @@ class YamlReader {
   std::filesystem::path file_;
   std::string name_;
   Problems& problems_;
+  bool references_;
 };
 
 template <typename Int>

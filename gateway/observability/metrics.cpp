@@ -144,9 +144,19 @@ const char* retry_name(RetryResult r) {
 
 }  // namespace
 
-void request_done(const std::string& integration, std::string_view method, unsigned code,
+std::string_view method_label(std::string_view method) {
+  // RFC 9110's methods and PATCH; anything else a caller can invent, so one bucket.
+  static constexpr std::string_view known[] = {"GET",     "HEAD",    "POST",  "PUT",  "DELETE",
+                                               "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+  for (auto k : known)
+    if (method == k) return k;
+  return "other";
+}
+
+void request_done(const std::string& integration, std::string_view raw_method, unsigned code,
                   double seconds) {
   auto& r = reg();
+  auto method = method_label(raw_method);
   char digits[8];
   auto end = std::to_chars(digits, digits + sizeof digits, code).ptr;
   std::string_view c(digits, static_cast<std::size_t>(end - digits));

@@ -11,6 +11,9 @@ namespace gw::metrics {
 
 enum class RetryResult { replayed, rejected_again, not_replayable, refresh_failed };
 
+// The `method` label: a standard method as sent, anything else "other" (a caller can send
+// any token as a method, and each new label value is a series kept forever).
+std::string_view method_label(std::string_view method);
 void request_done(const std::string& integration, std::string_view method, unsigned code,
                   double seconds);
 void upstream_done(const std::string& integration, double seconds);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <vector>
 
 #include "gateway/config/yaml_reader.hpp"
 
@@ -35,13 +36,63 @@ std::string pattern_limits_problem(std::string_view p) {
       if (product > 100000) return "repeat counts too large (their product is over 100,000)";
     }
   }
+  // A repeated group that itself repeats or has alternatives, as in ^(a+)+$ or ^(a|a)*$,
+  // backtracks exponentially on a value that almost matches.
+  struct Group {
+    bool inner_repeat = false;
+  };
+  std::vector<Group> open{{}};
+  auto is_repeat = [&](std::size_t at) {
+    return at < p.size() && (p[at] == '*' || p[at] == '+' || p[at] == '?' || p[at] == '{');
+  };
+  bool in_class = false;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    char c = p[i];
+    if (c == '\\') {
+      if (!in_class && is_repeat(i + 2)) open.back().inner_repeat = true;
+      ++i;
+      continue;
+    }
+    if (in_class) {
+      in_class = c != ']';
+      if (!in_class && is_repeat(i + 1)) open.back().inner_repeat = true;
+      continue;
+    }
+    if (c == '[') {
+      in_class = true;
+    } else if (c == '(') {
+      open.push_back({});
+    } else if (c == '|') {
+      open.back().inner_repeat = true;
+    } else if (c == ')' && open.size() > 1) {
+      bool inner = open.back().inner_repeat;
+      open.pop_back();
+      if (is_repeat(i + 1)) {
+        if (inner) return "a repeated group that repeats or has alternatives inside (exponential)";
+        open.back().inner_repeat = true;
+      } else if (inner) {
+        open.back().inner_repeat = true;
+      }
+    } else if (is_repeat(i + 1) && c != '(' && c != '|') {
+      open.back().inner_repeat = true;
+    }
+  }
   return {};
 }
+
+}  // namespace
+
+bool is_builtin_placeholder(std::string_view name) {
+  return name == "client_id" || name == "client_secret" || name == "access_token" ||
+         name == "redirect_uri" || name == "state";
+}
+
+namespace {
 
 class PolicyLoader {
  public:
   PolicyLoader(const std::filesystem::path& file, Problems& problems)
-      : reader_(file, problems), file_(file) {}
+      : reader_(file, problems, /*references=*/false), file_(file) {}
 
   std::shared_ptr<Policy> run() {
     auto root = reader_.load();
@@ -159,6 +210,10 @@ class PolicyLoader {
       if (!key) continue;
       const std::string& name = *key;
       std::string k = "vars." + name;
+      if (is_builtin_placeholder(name)) {
+        reader_.problem(item.first, k, "is a built-in placeholder; a var may not be named so");
+        continue;
+      }
       if (!reader_.check_keys(item.second, k, {"pattern", "required", "default"})) continue;
       VarSpec spec;
       if (reader_.get(item.second, k, "pattern", spec.pattern_text)) {

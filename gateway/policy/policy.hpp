@@ -15,6 +15,11 @@
 
 namespace gw {
 
+// The placeholders the gateway fills itself: no var may be named like one (SPEC 4).
+bool is_builtin_placeholder(std::string_view name);
+// The longest value a var with a pattern may take (std::regex recurses per character).
+constexpr std::size_t kMaxVarBytes = 1024;
+
 struct VarSpec {
   std::string pattern_text;
   std::optional<std::regex> pattern;

@@ -80,18 +80,27 @@ std::optional<SplitTarget> split_target(std::string_view target, std::string* wh
   }
   if (path.find('#') != std::string_view::npos) return fail("the request target holds a fragment");
 
-  // Check every segment, decoded, for '.' and '..'.
+  if (path.find('\\') != std::string_view::npos)
+    return fail("the request path holds a backslash");
+  // Check every segment, decoded, for '.' and '..' (also with ';' parameters, "..;x", which
+  // some servers strip), an empty one ("//", which some servers read as a host), and an
+  // encoded '/' or '\' (one segment to the allow list, several to the vendor).
   std::size_t pos = 1;
   while (pos <= path.size()) {
     auto end = path.find('/', pos);
     auto seg = path.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+    if (seg.empty() && end != std::string_view::npos)
+      return fail("the request path holds an empty segment (//)");
+    std::optional<std::string> decoded;
     if (escaped) {
-      auto decoded = pct_decode(seg);
+      decoded = pct_decode(seg);
       if (!decoded) return fail("the request path has a malformed percent-escape");
-      if (dot_segment(*decoded)) return fail("the request path holds a '.' or '..' segment");
-    } else if (dot_segment(seg)) {
-      return fail("the request path holds a '.' or '..' segment");
+      if (decoded->find_first_of("/\\") != std::string::npos)
+        return fail("the request path holds a percent-encoded '/' or '\\'");
+      seg = *decoded;
     }
+    if (dot_segment(seg.substr(0, seg.find(';'))))
+      return fail("the request path holds a '.' or '..' segment");
     if (end == std::string_view::npos) break;
     pos = end + 1;
   }
@@ -238,18 +247,69 @@ std::string rewrite_query(std::string_view query, std::string_view name, std::st
   return out;
 }
 
+namespace {
+
+// Length of the text at `at` that spells `secret`, each character raw or percent-encoded
+// (either hex case, as a URL echoed by a vendor may carry it), a space also as '+'; 0 when
+// it does not.
+std::size_t spelled_at(std::string_view text, std::size_t at, std::string_view secret) {
+  std::size_t k = at;
+  for (char want : secret) {
+    if (k >= text.size()) return 0;
+    if (text[k] == want) {
+      ++k;
+    } else if (text[k] == '%' && k + 2 < text.size() && hex(text[k + 1]) >= 0 &&
+               hex(text[k + 2]) >= 0 &&
+               static_cast<char>(hex(text[k + 1]) * 16 + hex(text[k + 2])) == want) {
+      k += 3;
+    } else if (text[k] == '+' && want == ' ') {
+      ++k;
+    } else {
+      return 0;
+    }
+  }
+  return k - at;
+}
+
+}  // namespace
+
 bool redact(std::string& text, const std::vector<std::string>& secrets) {
   bool any = false;
   for (const auto& s : secrets) {
     if (s.empty()) continue;
-    std::size_t pos = 0;
-    while ((pos = text.find(s, pos)) != std::string::npos) {
-      text.replace(pos, s.size(), "REDACTED");
-      pos += 8;
-      any = true;
+    // No raw occurrence and no escape at all: nothing can spell the secret.
+    if (text.find(s) == std::string::npos && text.find_first_of("%+") == std::string::npos)
+      continue;
+    std::string out;
+    std::size_t copied = 0;
+    for (std::size_t i = 0; i < text.size();) {
+      if (auto n = spelled_at(text, i, s)) {
+        out.append(text, copied, i - copied);
+        out += "REDACTED";
+        i += n;
+        copied = i;
+        any = true;
+      } else {
+        ++i;
+      }
+    }
+    if (copied) {
+      out.append(text, copied, std::string::npos);
+      text = std::move(out);
     }
   }
   return any;
+}
+
+bool needs_redaction(std::string_view text, const std::vector<std::string>& secrets) {
+  for (const auto& s : secrets) {
+    if (s.empty()) continue;
+    if (text.find(s) != std::string_view::npos) return true;
+    if (text.find_first_of("%+") == std::string_view::npos) continue;
+    for (std::size_t i = 0; i < text.size(); ++i)
+      if (spelled_at(text, i, s)) return true;
+  }
+  return false;
 }
 
 std::string redact_query_params(std::string_view target, const std::vector<std::string>& names) {

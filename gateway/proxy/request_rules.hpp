@@ -36,8 +36,11 @@ bool allowed(const std::vector<AllowRule>& rules, std::string_view method, std::
 // name=value, percent-encoded. Returns the new query without '?'.
 std::string rewrite_query(std::string_view query, std::string_view name, std::string_view value);
 
-// Replaces every occurrence of each secret in `text` by "REDACTED"; returns whether any was.
+// Replaces every occurrence of each secret in `text` by "REDACTED", however a URL may spell
+// it (each character raw or percent-encoded in either hex case, a space also as '+'); returns
+// whether any was. needs_redaction says whether redact would change `text`.
 bool redact(std::string& text, const std::vector<std::string>& secrets);
+bool needs_redaction(std::string_view text, const std::vector<std::string>& secrets);
 
 // Replaces the values of query parameters named in `names` by REDACTED in a path+query.
 std::string redact_query_params(std::string_view target, const std::vector<std::string>& names);

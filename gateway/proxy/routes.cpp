@@ -38,16 +38,29 @@ std::string prepare_connection(Connection& c, const Integration& integration,
   c.client_id = integration.config.client_id;
   c.client_secret = integration.config.client_secret;
   c.vars.clear();
+  // Policy defaults, then the operator's integration vars, which a connection cannot
+  // override: it fills only what the integration leaves open (SPEC 4).
   for (const auto& [name, spec] : p.vars)
     if (spec.default_value) c.vars[name] = *spec.default_value;
-  for (const auto& [k, v] : integration.config.vars) c.vars[k] = v;
-  for (const auto& [k, v] : connection_vars) c.vars[k] = v;
+  for (const auto& [k, v] : integration.config.vars) {
+    if (is_builtin_placeholder(k)) return "var " + k + " is a built-in placeholder";
+    c.vars[k] = v;
+  }
+  for (const auto& [k, v] : connection_vars) {
+    if (is_builtin_placeholder(k)) return "var " + k + " is a built-in placeholder";
+    if (integration.config.vars.count(k))
+      return "var " + k + " is fixed by integration " + integration.config.name;
+    c.vars[k] = v;
+  }
   for (const auto& [name, spec] : p.vars) {
     auto it = c.vars.find(name);
     if (it == c.vars.end()) {
       if (spec.required) return "var " + name + " is required by policy " + p.name;
       continue;
     }
+    // std::regex recurses per character: a bounded value keeps it off the stack's edge.
+    if (spec.pattern && it->second.size() > kMaxVarBytes)
+      return "var " + name + " is longer than " + std::to_string(kMaxVarBytes) + " characters";
     if (spec.pattern && !std::regex_match(it->second, *spec.pattern))
       return "var " + name + " = \"" + it->second + "\" does not match " + spec.pattern_text;
   }

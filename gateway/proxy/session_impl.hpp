@@ -27,6 +27,7 @@
 #include "gateway/proxy/indexed_parser.hpp"
 #include "gateway/proxy/proxy.hpp"
 #include "gateway/proxy/request_rules.hpp"
+#include "gateway/proxy/response_rules.hpp"
 
 namespace gw {
 
@@ -332,6 +333,9 @@ class Session {
       return refuse(http::status::forbidden, "forbidden", "caller address not allowed");
     if (req.method() == http::verb::connect)
       return refuse(http::status::bad_request, "bad_request", "CONNECT is not supported");
+    // A vendor that answers TRACE echoes the request it got, the injected credential in it.
+    if (req.method() == http::verb::trace)
+      return refuse(http::status::bad_request, "bad_request", "TRACE is not supported");
     if (auto framing = framing_problem(req); !framing.empty()) {
       // Beast accepts identical duplicates and lists; a proxy must not (the framing is
       // ambiguous to whoever parses the message next). The body is unread: the connection ends.
@@ -665,10 +669,8 @@ class Session {
                                    bool streaming, bool fresh) {
     const auto& cfg = runtime_->config;
     Trip trip;
-    // Only a request that forward() would retry on a fresh connection skips the probe.
-    bool retryable = !fresh && is_idempotent(ex.method) && !body.present;
     auto acquired =
-        co_await worker_.pool.acquire(target, runtime_->client_tls, cfg.upstream, fresh, retryable);
+        co_await worker_.pool.acquire(target, runtime_->client_tls, cfg.upstream, fresh);
     if (!acquired.connection) {
       trip.failure = acquired.failure;
       trip.detail = std::move(acquired.detail);
@@ -704,6 +706,14 @@ class Session {
         co_return trip;
       }
     } while (rp->status() / 100 == 1 && rp->status() != 101);
+    if (auto why = answer_head_problem(rp->status(), rp->count(http::field::transfer_encoding),
+                                       (*rp)[http::field::transfer_encoding]);
+        !why.empty()) {
+      worker_.pool.discard(std::move(up));
+      trip.failure = UpstreamFailure::protocol;
+      trip.detail = std::string("response: ") + std::string(why);
+      co_return trip;
+    }
     trip.up = std::move(up);
     co_return trip;
   }
@@ -779,6 +789,7 @@ class Session {
           asio::co_spawn(worker_.ioc, worker_.shared.tokens->rejected(conn, cred), asio::detached);
         }
       } else if (attempt == 1) {
+        if (token_rejected) worker_.shared.tokens->rejected_again(*conn, *cred);
         metrics::auth_retry(ex.integration, token_rejected ? metrics::RetryResult::rejected_again
                                                            : metrics::RetryResult::replayed);
       }
@@ -790,22 +801,23 @@ class Session {
   // Appends a header value, with any of the credential's secrets in it replaced.
   static void append_redacted(std::string& out, std::string_view value,
                               const std::vector<std::string>& secrets) {
-    for (const auto& secret : secrets) {
-      if (!secret.empty() && value.find(secret) != std::string_view::npos) {
-        std::string copy(value);
-        redact(copy, secrets);
-        out += copy;
-        return;
-      }
+    if (needs_redaction(value, secrets)) {
+      std::string copy(value);
+      redact(copy, secrets);
+      out += copy;
+      return;
     }
     out += value;
   }
 
   // The caller's response head, written by hand into a buffer the connection keeps: the
-  // vendor's fields minus hop-by-hop ones, the credential redacted from every value (e.g. a
-  // Location carrying it back), our request id and framing.
+  // vendor's fields minus hop-by-hop ones, its framing and any X-Gateway-* (the caller must be
+  // able to tell our errors from the vendor's), the credential redacted from every value (e.g.
+  // a Location carrying it back), our request id and our own framing: `length` when the answer
+  // has one (also a HEAD's), else chunked unless bodiless.
   const std::string& response_head(const ResponseParser& rp, const Exchange& ex,
-                                   const Credential& cred, bool chunked, bool keep_alive) {
+                                   const Credential& cred, bool chunked,
+                                   std::optional<std::uint64_t> length, bool keep_alive) {
     std::string& h = head_buffer_;
     h.clear();
     h += "HTTP/1.1 ";
@@ -818,8 +830,12 @@ class Session {
     h += "\r\n";
     auto tokens = connection_tokens(rp[http::field::connection]);
     for (const auto& f : rp.fields()) {
+      if (f.name == http::field::content_length || f.name == http::field::transfer_encoding)
+        continue;
       auto n = rp.name(f);
-      if (is_hop_by_hop(n, tokens) || istarts_with(n, "x-request-id")) continue;
+      if (is_hop_by_hop(n, tokens) || istarts_with(n, "x-request-id") ||
+          istarts_with(n, "x-gateway-"))
+        continue;
       h += n;
       h += ": ";
       append_redacted(h, rp.value(f), cred.secrets);
@@ -828,7 +844,15 @@ class Session {
     h += "X-Request-Id: ";
     h += ex.request_id;
     h += "\r\n";
-    if (chunked) h += "Transfer-Encoding: chunked\r\n";
+    if (chunked) {
+      h += "Transfer-Encoding: chunked\r\n";
+    } else if (length) {
+      h += "Content-Length: ";
+      char digits[24];
+      auto end = std::to_chars(digits, digits + sizeof digits, *length).ptr;
+      h.append(digits, end);
+      h += "\r\n";
+    }
     if (!keep_alive) h += "Connection: close\r\n";
     h += "\r\n";
     return h;
@@ -841,8 +865,12 @@ class Session {
     unsigned status = rp.status();
     bool bodiless = method == http::verb::head || status == 204 || status == 304;
     bool chunked = !bodiless && (rp.chunked() || !rp.content_length());
+    // A HEAD answer's length is the GET's, worth passing on; a 204 or 304 has none.
+    std::optional<std::uint64_t> length;
+    if (!chunked && rp.content_length() && (status != 204 && status != 304))
+      length = *rp.content_length();
     ex.status = status;
-    const std::string& head = response_head(rp, ex, cred, chunked, keep_alive);
+    const std::string& head = response_head(rp, ex, cred, chunked, length, keep_alive);
 
     bool head_sent = false;
     if (!rp.is_done() && up->buffer.size() == 0) {
@@ -905,7 +933,15 @@ class Session {
       if (last) break;
     }
 
-    if (rp.keep_alive())
+    // Bytes past the answer's end, already here or announced by a bodiless answer, would be
+    // the next caller's answer: such a connection is closed, never pooled.
+    AnswerEnd end{.head_request = method == http::verb::head,
+                  .status = status,
+                  .content_length = rp[http::field::content_length],
+                  .transfer_encoding = rp[http::field::transfer_encoding],
+                  .keep_alive = rp.keep_alive(),
+                  .bytes_left = up->buffer.size() > 0 || up->stream.has_pending()};
+    if (reusable_after(end))
       worker_.pool.release(std::move(up), cfg.upstream);
     else
       worker_.pool.discard(std::move(up));

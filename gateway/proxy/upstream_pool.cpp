@@ -106,7 +106,7 @@ void UpstreamPool::sweep() {
 
 asio::awaitable<UpstreamPool::Acquired> UpstreamPool::acquire(
     const UpstreamTarget& target, std::shared_ptr<asio::ssl::context> tls,
-    const UpstreamConfig& config, bool fresh, bool retryable) {
+    const UpstreamConfig& config, bool fresh) {
   auto key = target.key();
   if (!fresh) {
     auto it = idle_.find(key);
@@ -117,11 +117,11 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::acquire(
         auto c = std::move(list.back());
         list.pop_back();
         --counters_.idle;
-        auto idle = now - c->idle_since;
-        bool recent = retryable && idle < std::chrono::seconds(1);
         // A reload that changed the trust store retires connections verified with the old.
         bool same_tls = SSL_get_SSL_CTX(c->stream.native_handle()) == tls->native_handle();
-        if (same_tls && now < c->idle_until && (recent || still_open(*c))) {
+        // Always probed: bytes that arrived while it was idle (a vendor writing past its
+        // answer) would otherwise be read as this request's answer, another caller's bytes.
+        if (same_tls && now < c->idle_until && still_open(*c)) {
           c->reused = true;
           ++counters_.busy;
           co_return Acquired{std::move(c), UpstreamFailure::none, {}};

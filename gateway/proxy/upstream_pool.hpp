@@ -56,13 +56,11 @@ class UpstreamPool {
     std::string detail;  // for logs: never a secret
   };
   // A live idle connection to `target` made with `tls` if one exists, else a new one. An idle
-  // connection is probed (a non-blocking MSG_PEEK) for a close by the vendor, unless `retryable`
-  // and it was in use under a second ago: such a request is retried on a fresh connection anyway if
-  // the vendor closed it, so the probe's system call is not worth it.
+  // connection is probed (a non-blocking MSG_PEEK) first: one the vendor closed, or wrote to
+  // while it was idle, is closed instead of used.
   boost::asio::awaitable<Acquired> acquire(const UpstreamTarget& target,
                                            std::shared_ptr<boost::asio::ssl::context> tls,
-                                           const UpstreamConfig& config, bool fresh = false,
-                                           bool retryable = false);
+                                           const UpstreamConfig& config, bool fresh = false);
   // Returns a connection whose last exchange completed with keep-alive.
   void release(std::unique_ptr<UpstreamConnection> c, const UpstreamConfig& config);
   // Drops a connection that must not be reused.

@@ -12,6 +12,10 @@ path chooses the fault:
                     connection, unanswered, when a second request arrives on it
   /slow-answer      a healthy 200, after 1.8 s
   /slow-stream      a healthy 200 whose 3 body pieces arrive 1.3 s apart
+  /extra-bytes      an answer followed by bytes past its end, on a kept-alive connection:
+                    ?status=204|304 answers that status with a body anyway (so does HEAD on
+                    any of them), ?after=1 sends a whole 2-byte answer first, ?late=1 sends the stray bytes 50 ms later, in their own
+                    TLS record. The stray bytes look like a whole answer for another caller.
 
 Runs in a thread of the test process (start(), stop()); `stats` counts connections and
 requests by path. Listens on 127.0.0.1 only.
@@ -90,7 +94,8 @@ class BrokenVendor:
                     buf += chunk
                 head, _, buf = buf.partition(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                path = lines[0].split(" ")[1].split("?")[0]
+                method, target = lines[0].split(" ")[0], lines[0].split(" ")[1]
+                path, _, query = target.partition("?")
                 length = 0
                 for line in lines[1:]:
                     name, _, value = line.partition(":")
@@ -104,6 +109,10 @@ class BrokenVendor:
                 buf = buf[length:]
                 with self.lock:
                     self.stats["requests"][path] = self.stats["requests"].get(path, 0) + 1
+                if path == "/extra-bytes":
+                    self._extra_bytes(s, method, query)
+                    served += 1
+                    continue
                 if not self._answer(s, path, served):
                     return
                 served += 1
@@ -161,6 +170,26 @@ class BrokenVendor:
             return True
         s.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
         return True
+
+    def _extra_bytes(self, s, method, query):
+        """An answer, then bytes past its end that look like an answer to someone else."""
+        params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+        status = params.get("status", "200")
+        reason = {"200": "OK", "204": "No Content", "304": "Not Modified"}[status]
+        stray = json.dumps({"path": "/stolen", "secret_of": "another caller"}).encode()
+        stray_answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(stray), stray))
+        head = b"HTTP/1.1 %s %s\r\nContent-Length: %d\r\n\r\n" % (
+            status.encode(), reason.encode(), len(stray_answer))
+        if params.get("after"):  # a whole, framed answer, then the stray bytes
+            head = b"HTTP/1.1 %s %s\r\nContent-Length: 2\r\n\r\nok" % (
+                status.encode(), reason.encode())
+        if params.get("late"):
+            s.sendall(head)
+            time.sleep(0.05)
+            s.sendall(stray_answer)
+        else:
+            s.sendall(head + stray_answer)
 
     def _wait_for_close(self, s):
         s.settimeout(60)

@@ -5,6 +5,7 @@ that resets, stalls, sends garbage or a huge head gets the caller a clear 502/50
 connection the vendor closes as it is reused is retried transparently, and the pool
 recovers."""
 import http.client
+import json
 import os
 import re
 import resource
@@ -289,6 +290,45 @@ class BrokenVendorTest(WithBrokenVendor):
         c.close()
         self.assertEqual(r.status, 502)
         self.assert_recovers()
+
+
+class CrossCallerTest(WithBrokenVendor):
+    """Issue 13.1: a vendor that writes past its answer's end (a body on HEAD, 204 or 304,
+    bytes after a framed body, early or late) must never have those bytes taken as the next
+    caller's answer: the pooled connection is closed, not handed on."""
+    threads = 1  # one pool: the next request would get the very connection the stray bytes are on
+
+    def test_stray_bytes_never_reach_another_caller(self):
+        cases = [("HEAD", "/v/extra-bytes"), ("HEAD", "/v/extra-bytes?late=1"),
+                 ("GET", "/v/extra-bytes?status=204"), ("GET", "/v/extra-bytes?status=304"),
+                 ("GET", "/v/extra-bytes?status=204&late=1"),
+                 ("GET", "/v/extra-bytes?status=304&late=1"),
+                 ("GET", "/v/extra-bytes?after=1"), ("GET", "/v/extra-bytes?after=1&late=1"),
+                 ("HEAD", "/v/extra-bytes?status=204")]
+        crossed = []
+        for method, path in cases:
+            for _ in range(3):
+                a = self.gw.conn(timeout=10)
+                a.request(method, path)
+                r = a.getresponse()
+                r.read()
+                a.close()
+                if "late" in path:
+                    time.sleep(0.1)  # the stray bytes are on the idle connection now
+                # Another caller, on its own connection, right after.
+                b = self.gw.conn(timeout=10)
+                b.request("GET", "/v/ok")
+                rb = b.getresponse()
+                body = rb.read()
+                b.close()
+                try:
+                    own = rb.status == 200 and json.loads(body).get("path") == "/ok"
+                except ValueError:
+                    own = False
+                if not own:
+                    crossed.append((method, path, rb.status, body[:80]))
+        self.assertEqual(crossed, [], "answers that were not the caller's own")
+        self.assertNotIn(b"stolen", b"".join(open(self.gw.log_path, "rb").readlines()))
 
 
 class DeadlineTest(unittest.TestCase):

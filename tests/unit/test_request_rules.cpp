@@ -31,6 +31,20 @@ TEST_CASE("split_target refuses traversal, control characters and other forms") 
   CHECK(split_target("/chime/v1/a..b/.hidden", &why));  // dots inside a name are fine
 }
 
+TEST_CASE("split_target refuses what servers read differently from the allow list (issue 13.7)") {
+  std::string why;
+  for (const char* bad : {"/chime/..;/admin", "/chime/v1/..;x/y", "/chime/.;x", "/chime/%2e%2e;/x",
+                          "/chime/v1%2Fleads", "/chime/v1%2fleads", "/chime/v1%5Cleads",
+                          "/chime/v1//leads", "/chime//evil.example/x", "/chime/a\\b"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(split_target(bad, &why));
+    CHECK_FALSE(why.empty());
+  }
+  CHECK(split_target("/chime/v1/leads/", &why));  // a trailing slash is not an empty segment
+  CHECK(split_target("/chime/v1/leads;v=1", &why));
+  CHECK(split_target("/chime/v1/%41b", &why));
+}
+
 TEST_CASE("hop-by-hop headers, including those named by Connection") {
   auto tokens = connection_tokens("keep-alive, X-Drop ,  Other");
   CHECK(tokens == std::vector<std::string>{"keep-alive", "X-Drop", "Other"});
@@ -88,4 +102,24 @@ TEST_CASE("redaction") {
   CHECK(redact_query_params("/chip/me?a=1&access_token=abc&b", {"access_token"}) ==
         "/chip/me?a=1&access_token=REDACTED&b");
   CHECK(redact_query_params("/chip/me", {"access_token"}) == "/chip/me");
+}
+
+TEST_CASE("redaction knows how a URL spells the secret (issue 13.3)") {
+  const std::vector<std::string> secrets{"tok+with/slash= x"};
+  for (const char* echoed :
+       {"https://v/cb?t=tok%2Bwith%2Fslash%3D%20x&n=1", "https://v/cb?t=tok%2bwith%2fslash%3d+x",
+        "https://v/cb?t=tok+with/slash=%20x", "https://v/cb?t=%74%6F%6B%2Bwith/slash%3D x"}) {
+    CAPTURE(echoed);
+    std::string s = echoed;
+    CHECK(needs_redaction(s, secrets));
+    CHECK(redact(s, secrets));
+    CHECK(s.find("REDACTED") != std::string::npos);
+    CHECK(s.find("with") == std::string::npos);
+  }
+  std::string clean = "https://v/cb?t=other%2Bvalue";
+  CHECK_FALSE(needs_redaction(clean, secrets));
+  CHECK_FALSE(redact(clean, secrets));
+  CHECK(clean == "https://v/cb?t=other%2Bvalue");
+  std::string tail = "x%2";  // a cut escape at the end is no match, and no overread
+  CHECK_FALSE(redact(tail, {"x/"}));
 }
