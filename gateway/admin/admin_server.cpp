@@ -576,9 +576,9 @@ asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& r
                             "). Nothing was changed.");
   auto iit = rt->routes->integrations.find(t.integration);
   if (iit == rt->routes->integrations.end())  // a reload removed it since the link was made
-    co_return html_page(http::status::bad_request, "Authorization failed",
-                        "Integration " + t.integration +
-                            " is no longer configured. Nothing was changed.");
+    co_return html_page(
+        http::status::bad_request, "Authorization failed",
+        "Integration " + t.integration + " is no longer configured. Nothing was changed.");
   ConnectionConfig cc{t.connection_id, t.integration, t.vars, {}, "authorization_code", ""};
   std::string key, err;
   auto conn = make_connection(cc, *iit->second, &key, &err);

@@ -56,10 +56,11 @@ struct Lifecycle {
   std::string last_error;
   Clock::time_point last_refresh_at{}, retry_at{}, cooldown_until{};
   Millis backoff{0};
-  // Rejection-driven refreshes: the last one's time, and the token version whose replay the
-  // vendor rejected too (no refresh for that version: the rejection is not the token's).
-  std::chrono::steady_clock::time_point last_rejection_refresh{}, rejected_again_at{};
+  // Rejection-driven refreshes: the last one's time, and the requests (hashes of method and
+  // path) the vendor rejected even with token `rejected_again_version`, fresh.
+  std::chrono::steady_clock::time_point last_rejection_refresh{};
   std::uint64_t rejected_again_version = 0;
+  std::vector<std::size_t> rejected_again;
   // Mirrors state == needs_reauth for the request path, which must not take the mutex.
   std::atomic<bool> needs_reauth{false};
 };

@@ -1,5 +1,7 @@
 #include "gateway/auth/token_cache.hpp"
 
+#include <algorithm>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -244,7 +246,8 @@ asio::awaitable<CredentialResult> TokenCache::acquire(std::shared_ptr<Connection
 }
 
 asio::awaitable<CredentialResult> TokenCache::rejected(std::shared_ptr<Connection> c,
-                                                       std::shared_ptr<const Credential> used) {
+                                                       std::shared_ptr<const Credential> used,
+                                                       std::size_t what) {
   if (c->grant == "static") {
     {
       std::lock_guard lock(c->lifecycle->mutex);
@@ -272,11 +275,14 @@ asio::awaitable<CredentialResult> TokenCache::rejected(std::shared_ptr<Connectio
     if (lc.refreshing || newer) {
       // Join, or take the newer token below.
     } else if (used && lc.rejected_again_version == used->version &&
-               now - lc.rejected_again_at < kRejectedAgainHold) {
-      co_return CredentialResult{nullptr, "the vendor rejected a fresh token of " + c->id +
-                                              " too; not refreshing again"};
+               std::find(lc.rejected_again.begin(), lc.rejected_again.end(), what) !=
+                   lc.rejected_again.end()) {
+      co_return CredentialResult{nullptr,
+                                 "the vendor rejected this request with a fresh token of " + c->id +
+                                     " too; not refreshing again"};
     } else if (now - lc.last_rejection_refresh < kRejectionRefreshInterval) {
-      co_return CredentialResult{nullptr, "connection " + c->id + " was refreshed for a "
+      co_return CredentialResult{nullptr, "connection " + c->id +
+                                              " was refreshed for a "
                                               "rejection under " +
                                               std::to_string(kRejectionRefreshInterval.count()) +
                                               " ms ago"};
@@ -290,10 +296,18 @@ asio::awaitable<CredentialResult> TokenCache::rejected(std::shared_ptr<Connectio
   co_return result;
 }
 
-void TokenCache::rejected_again(Connection& c, const Credential& replayed) {
+void TokenCache::rejected_again(Connection& c, const Credential& replayed, std::size_t what) {
   std::lock_guard lock(c.lifecycle->mutex);
-  c.lifecycle->rejected_again_version = replayed.version;
-  c.lifecycle->rejected_again_at = std::chrono::steady_clock::now();
+  auto& lc = *c.lifecycle;
+  if (lc.rejected_again_version != replayed.version) {
+    lc.rejected_again_version = replayed.version;
+    lc.rejected_again.clear();
+  }
+  if (lc.rejected_again.size() >= kRejectedRequestsKept)
+    lc.rejected_again.erase(lc.rejected_again.begin());
+  if (std::find(lc.rejected_again.begin(), lc.rejected_again.end(), what) ==
+      lc.rejected_again.end())
+    lc.rejected_again.push_back(what);
 }
 
 asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,

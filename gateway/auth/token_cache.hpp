@@ -18,11 +18,12 @@ struct Runtime;
 
 enum class RefreshTrigger { ahead, rejected, forced, initial };
 
-// Rejection-driven refreshes of one connection: at most one per interval, and none for
-// `hold` after the vendor rejected a fresh token on its first use (the 401 is then about the
-// request, not the token: 20 such requests must not rotate the refresh token 20 times).
+// Rejection-driven refreshes of one connection: at most one per interval, and none for a
+// request (method and path) the vendor rejected with a fresh token on its first use too: that
+// 401 is about the request, not the token, and 20 such requests must not rotate the refresh
+// token 20 times. Other requests still refresh a token the vendor really revoked.
 constexpr std::chrono::milliseconds kRejectionRefreshInterval{1000};
-constexpr std::chrono::seconds kRejectedAgainHold{30};
+constexpr std::size_t kRejectedRequestsKept = 32;
 
 class TokenCache final : public TokenProvider {
  public:
@@ -30,9 +31,10 @@ class TokenCache final : public TokenProvider {
   TokenCache(RuntimeSource runtime, std::shared_ptr<TokenStore> store);
 
   boost::asio::awaitable<CredentialResult> acquire(std::shared_ptr<Connection> c) override;
-  boost::asio::awaitable<CredentialResult> rejected(
-      std::shared_ptr<Connection> c, std::shared_ptr<const Credential> used) override;
-  void rejected_again(Connection& c, const Credential& replayed) override;
+  boost::asio::awaitable<CredentialResult> rejected(std::shared_ptr<Connection> c,
+                                                    std::shared_ptr<const Credential> used,
+                                                    std::size_t what) override;
+  void rejected_again(Connection& c, const Credential& replayed, std::size_t what) override;
   // Waits for a refresh of `c` (joining one in flight, else starting one with `trigger`).
   boost::asio::awaitable<CredentialResult> refresh_now(std::shared_ptr<Connection> c,
                                                        RefreshTrigger trigger);

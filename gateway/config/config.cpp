@@ -133,9 +133,9 @@ class ConfigLoader {
       for (std::size_t i = 0; i < cidrs.size(); ++i) {
         auto c = parse_cidr(cidrs[i]);
         if (!c)
-          reader_.problem(n["allow_from"][i], k + ".allow_from[" + std::to_string(i) + "]",
-                          reader_.shown(n["allow_from"][i], cidrs[i]) +
-                              " is not an address or CIDR");
+          reader_.problem(
+              n["allow_from"][i], k + ".allow_from[" + std::to_string(i) + "]",
+              reader_.shown(n["allow_from"][i], cidrs[i]) + " is not an address or CIDR");
         else
           cfg_.listen.allow_from.push_back(*c);
       }
@@ -208,9 +208,9 @@ class ConfigLoader {
         }
       }
       if (cfg_.store.kind != "file" && cfg_.store.kind != "redis" && cfg_.store.kind != "memory")
-        reader_.problem(n["kind"], "store.kind",
-                        reader_.shown(n["kind"], cfg_.store.kind) +
-                            " is not one of file, redis, memory");
+        reader_.problem(
+            n["kind"], "store.kind",
+            reader_.shown(n["kind"], cfg_.store.kind) + " is not one of file, redis, memory");
       if (cfg_.store.kind != "memory" && cfg_.store.key.empty())
         reader_.problem(n, "store.key", "is required for the " + cfg_.store.kind + " store");
     } else {

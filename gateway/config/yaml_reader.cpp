@@ -155,7 +155,8 @@ bool YamlReader::get_duration(const YAML::Node& map, const std::string& path, co
   auto d = parse_duration(text);
   if (!d) {
     problem(map[key], join(path, key),
-            shown(map[key], text) + " is not a duration (a number with ms, s, m, h or d, at most 3650d)");
+            shown(map[key], text) +
+                " is not a duration (a number with ms, s, m, h or d, at most 3650d)");
     return false;
   }
   out = *d;

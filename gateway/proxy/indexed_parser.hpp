@@ -36,6 +36,7 @@ class IndexedParser final : public boost::beast::http::basic_parser<isRequest> {
   std::string_view reason() const { return {text_.data(), start_len_}; }
   // A request's start line.
   boost::beast::http::verb method() const { return method_; }
+  int version() const { return version_; }  // 11 for HTTP/1.1, 10 for HTTP/1.0
   std::string_view method_string() const { return {text_.data(), method_len_}; }
   std::string_view target() const { return {text_.data() + method_len_, start_len_ - method_len_}; }
 
@@ -71,8 +72,9 @@ class IndexedParser final : public boost::beast::http::basic_parser<isRequest> {
   using string_view = boost::core::string_view;
 
   void on_request_impl(boost::beast::http::verb method, string_view method_str, string_view target,
-                       int, error_code&) override {
+                       int version, error_code&) override {
     method_ = method;
+    version_ = version;
     text_.assign(method_str.data(), method_str.size());
     text_.append(target.data(), target.size());
     method_len_ = method_str.size();
@@ -128,6 +130,7 @@ class IndexedParser final : public boost::beast::http::basic_parser<isRequest> {
   std::string& text_;
   std::vector<Field>& fields_;
   unsigned status_ = 0;
+  int version_ = 11;
   boost::beast::http::verb method_ = boost::beast::http::verb::unknown;
   std::size_t method_len_ = 0, start_len_ = 0;
   char* body_ = nullptr;

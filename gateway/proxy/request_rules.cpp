@@ -80,8 +80,7 @@ std::optional<SplitTarget> split_target(std::string_view target, std::string* wh
   }
   if (path.find('#') != std::string_view::npos) return fail("the request target holds a fragment");
 
-  if (path.find('\\') != std::string_view::npos)
-    return fail("the request path holds a backslash");
+  if (path.find('\\') != std::string_view::npos) return fail("the request path holds a backslash");
   // Check every segment, decoded, for '.' and '..' (also with ';' parameters, "..;x", which
   // some servers strip), an empty one ("//", which some servers read as a host), and an
   // encoded '/' or '\' (one segment to the allow list, several to the vendor).

@@ -20,8 +20,7 @@ std::string_view answer_head_problem(unsigned status, std::size_t transfer_encod
     while (!te.empty() && (te.front() == ' ' || te.front() == '\t')) te.remove_prefix(1);
     while (!te.empty() && (te.back() == ' ' || te.back() == '\t')) te.remove_suffix(1);
     bool chunked = te.size() == 7;
-    for (std::size_t i = 0; chunked && i < 7; ++i)
-      chunked = (te[i] | 0x20) == "chunked"[i];
+    for (std::size_t i = 0; chunked && i < 7; ++i) chunked = (te[i] | 0x20) == "chunked"[i];
     if (!chunked) return "a transfer coding other than chunked";
   }
   return {};

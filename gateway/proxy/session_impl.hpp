@@ -391,6 +391,9 @@ class Session {
     ex.path = std::string(parser.target());
     // An unread body makes the connection unusable for a next request.
     bool keep_alive = parser.keep_alive() && !worker_.shared.draining.load();
+    // HTTP/1.0 has no chunked framing: such a request's end is uncertain, so the connection
+    // closes after the answer (RFC 9112 6.1).
+    if (parser.version() < 11 && parser.chunked()) keep_alive = false;
     Routed r = route(parser, ex);
     if (r.connection) {
       auto got = co_await worker_.shared.tokens->acquire(r.connection);
@@ -740,6 +743,10 @@ class Session {
     }
 
     bool replayable_method = policy.replay == ReplayMode::all || is_idempotent(ex.method);
+    // Which request a rejection was for, so one the vendor refuses whatever the token stops
+    // forcing refreshes (TokenProvider::rejected_again).
+    std::size_t what =
+        std::hash<std::string_view>{}(split.path) ^ (std::hash<std::string_view>{}(ex.method) << 1);
     bool stale_retried = false;
     for (int attempt = 0; attempt < 2; ++attempt) {
       upstream_head(req, *conn, split, *cred, ex.request_id);
@@ -774,7 +781,7 @@ class Session {
       if (attempt == 0 && token_rejected) {
         bool can_replay = replayable_method && (!body.present || body.complete_copy);
         if (can_replay) {
-          auto renewed = co_await worker_.shared.tokens->rejected(conn, cred);
+          auto renewed = co_await worker_.shared.tokens->rejected(conn, cred, what);
           if (renewed.credential) {
             // Drop the rejected answer with its connection; replay with the new token.
             worker_.pool.discard(std::move(up));
@@ -786,10 +793,11 @@ class Session {
         } else {
           // Not replayable: the caller gets the vendor's answer; the token is renewed anyway.
           metrics::auth_retry(ex.integration, metrics::RetryResult::not_replayable);
-          asio::co_spawn(worker_.ioc, worker_.shared.tokens->rejected(conn, cred), asio::detached);
+          asio::co_spawn(worker_.ioc, worker_.shared.tokens->rejected(conn, cred, what),
+                         asio::detached);
         }
       } else if (attempt == 1) {
-        if (token_rejected) worker_.shared.tokens->rejected_again(*conn, *cred);
+        if (token_rejected) worker_.shared.tokens->rejected_again(*conn, *cred, what);
         metrics::auth_retry(ex.integration, token_rejected ? metrics::RetryResult::rejected_again
                                                            : metrics::RetryResult::replayed);
       }

@@ -17,6 +17,14 @@ path chooses the fault:
                     any of them), ?after=1 sends a whole 2-byte answer first, ?late=1 sends the stray bytes 50 ms later, in their own
                     TLS record. The stray bytes look like a whole answer for another caller.
 
+  /echo-location    a 302 whose Location and Link carry the request's query back as received
+                    (a vendor echoing the URL: the injected query credential must not return)
+  /trace            answers any method, TRACE included, with the request head as its body
+  /always-401       401 whatever the token (an endpoint the account may not use)
+  /frame?kind=K     vendor-controlled framing: conn-cl (Connection: Content-Length), gzip-te
+                    (Transfer-Encoding: gzip, chunked), switch (a 101), gw-error (a vendor's own
+                    X-Gateway-Error), odd-cl (Content-Length: 0004)
+
 Runs in a thread of the test process (start(), stop()); `stats` counts connections and
 requests by path. Listens on 127.0.0.1 only.
 """
@@ -97,10 +105,20 @@ class BrokenVendor:
                 method, target = lines[0].split(" ")[0], lines[0].split(" ")[1]
                 path, _, query = target.partition("?")
                 length = 0
+                chunked = False
                 for line in lines[1:]:
                     name, _, value = line.partition(":")
                     if name.strip().lower() == "content-length":
                         length = int(value.strip())
+                    if name.strip().lower() == "transfer-encoding":
+                        chunked = True
+                while chunked and b"0\r\n\r\n" not in buf:  # enough for the tests' bodies
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                if chunked:
+                    buf = buf.partition(b"0\r\n\r\n")[2]
                 while len(buf) < length:
                     chunk = s.recv(65536)
                     if not chunk:
@@ -109,6 +127,10 @@ class BrokenVendor:
                 buf = buf[length:]
                 with self.lock:
                     self.stats["requests"][path] = self.stats["requests"].get(path, 0) + 1
+                if path in ("/echo-location", "/trace", "/frame"):
+                    self._mirror(s, method, target, head, query)
+                    served += 1
+                    continue
                 if path == "/extra-bytes":
                     self._extra_bytes(s, method, query)
                     served += 1
@@ -164,12 +186,43 @@ class BrokenVendor:
             s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"s" * 10)
             self._wait_for_close(s)
             return False
+        if path == "/always-401":
+            s.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+            return True
         if path == "/huge-header":
             s.sendall(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * (100 * 1024) +
                       b"\r\nContent-Length: 2\r\n\r\nok")
             return True
         s.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
         return True
+
+    def _mirror(self, s, method, target, head, query):
+        """Answers that reflect the request, or frame themselves oddly."""
+        params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+        if target.startswith("/echo-location"):
+            s.sendall(b"HTTP/1.1 302 Found\r\nLocation: https://vendor.example/cb?%s\r\n"
+                      b"Link: <https://vendor.example/next?%s>; rel=next\r\n"
+                      b"Content-Length: 0\r\n\r\n" % (query.encode(), query.encode()))
+        elif target.startswith("/trace"):
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: message/http\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(head), head))
+        else:
+            kind = params.get("kind")
+            body = json.dumps({"path": "/frame", "kind": kind}).encode()
+            if kind == "conn-cl":
+                s.sendall(b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            elif kind == "gzip-te":
+                s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                          b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+            elif kind == "switch":
+                s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+                          b"Connection: Upgrade\r\n\r\n" + body)
+            elif kind == "gw-error":
+                s.sendall(b"HTTP/1.1 503 Service Unavailable\r\nX-Gateway-Error: shutting_down\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            else:  # odd-cl
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0004\r\n\r\nabcd")
 
     def _extra_bytes(self, s, method, query):
         """An answer, then bytes past its end that look like an answer to someone else."""

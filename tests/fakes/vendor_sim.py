@@ -23,7 +23,8 @@ Knobs and counters live under /_sim/ (no credentials needed):
   POST /_sim/reset              clears the recorded requests and counters
   POST /_sim/tokens             JSON {access_token?, refresh_token?, lifetime?}: registers them
 
-Other API paths answer 200 with a JSON echo. Special paths: /download?bytes=N streams N
+Other API paths answer 200 with a JSON echo; a path ending in /not-yours answers 401 with
+any token. Special paths: /download?bytes=N streams N
 deterministic bytes; any request body is hashed (sha256) and its length reported.
 Prints {"port": N} on stdout once listening.
 """
@@ -298,6 +299,10 @@ class Handler(BaseHTTPRequestHandler):
             if payload is None:
                 return self.send_bare(status)
             return self.send_json(status, payload)
+        if url.path.endswith("/not-yours"):
+            # An endpoint this account may not use: 401 whatever the token (no storm of
+            # refreshes may follow, issue 13.10).
+            return self.send_json(401, {"error": "not permitted"})
         if url.path == "/download":
             return self.download(int(query.get("bytes", ["0"])[0]))
         if url.path == "/redirect":

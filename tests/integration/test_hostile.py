@@ -10,14 +10,16 @@ import os
 import re
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 import unittest
+import urllib.parse
 
-from harness import CA, Gateway, Workdir, base_config, scan_for_secrets, secret
+from harness import CA, Gateway, Workdir, base_config, rss_kb, scan_for_secrets, secret
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes"))
 from broken_vendor import BrokenVendor  # noqa: E402
@@ -397,3 +399,263 @@ class DeadlineTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+QUERY_TOKEN = secret("tok+with/slash=" + os.urandom(6).hex())
+ADMIN_TOKEN = secret("adm-" + os.urandom(12).hex())
+
+
+def check(cfg, name, policy_text=None, env=None):
+    """Runs --check on `cfg` (with one policy file of `policy_text`); returns (status, output)."""
+    if policy_text is not None:
+        d = os.path.join(W.path, name + "-policies")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "p.yaml"), "w") as f:
+            f.write(policy_text)
+        cfg = dict(cfg, policies=[d])
+    path = os.path.join(W.path, name + ".yaml")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    out = subprocess.run([os.environ["GATEWAY_BIN"], "--config", path, "--check"],
+                         capture_output=True, text=True, timeout=10, env=env)
+    return out.returncode, out.stdout + out.stderr
+
+
+class HardeningTest(WithBrokenVendor):
+    """Issue 13, items 2-13: each a way a caller, a vendor or an operator could leak a
+    credential or take the sidecar down."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.vendor = BrokenVendor(CERT, KEY).start()
+        cfg = base_config(CA_.cert, W.path)
+        cfg["threads"] = 1
+        cfg["upstream"]["response_timeout"] = "1500ms"
+        cfg["admin"]["token"] = ADMIN_TOKEN
+        cfg["admin"]["public_url"] = "http://127.0.0.1:9"
+        cfg["integrations"] = [
+            {"name": "v", "policy": "chime", "overrides": {"upstream": cls.vendor.url}},
+            {"name": "q", "policy": "chip", "overrides": {"upstream": cls.vendor.url}},
+            {"name": "zd", "policy": "zendesk-chat", "client_id": "cid", "client_secret": "cs",
+             "vars": {"subdomain": "acme"},
+             "overrides": {"upstream": cls.vendor.url,
+                           "token_url": cls.vendor.url + "/token",
+                           "authorize_url": "https://127.0.0.1:9/authorize"}},
+            {"name": "c1", "policy": "comm100", "client_id": "cid",
+             "client_secret": secret("c1-secret-" + os.urandom(6).hex()),
+             "overrides": {"upstream": cls.vendor.url}}]
+        cfg["connections"] = [
+            {"id": "a", "integration": "v", "grant": "static",
+             "credentials": {"access_token": TOKEN}},
+            {"id": "qa", "integration": "q", "grant": "static",
+             "credentials": {"access_token": QUERY_TOKEN}}]
+        cls.cfg = cfg
+        cls.gw = Gateway(W.path, cfg, name="hardening").start()
+
+    def admin(self, method, path, body=None, token=ADMIN_TOKEN):
+        c = http.client.HTTPConnection("127.0.0.1", self.gw.admin_port, timeout=10)
+        try:
+            headers = {"Authorization": "Bearer " + token} if token else {}
+            data = json.dumps(body) if isinstance(body, (dict, list)) else body
+            c.request(method, path, body=data, headers=headers)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def test_02_random_methods_do_not_grow_metrics(self):
+        import random
+        rng = random.Random(13)
+        self.gw.request("GET", "/nope/x")
+        before_text = self.gw.metrics_text()
+        before_rss = rss_kb(self.gw.proc.pid)
+        total, per_conn = 100000, 1000
+        for _ in range(total // per_conn):
+            s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=30)
+            reqs = b"".join(b"%s /nope/x HTTP/1.1\r\nHost: x\r\n\r\n" %
+                            "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(12)).encode()
+                            for _ in range(per_conn))
+            s.sendall(reqs)
+            got = b""
+            while got.count(b"HTTP/1.1 404") < per_conn:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+            s.close()
+            self.assertEqual(got.count(b"HTTP/1.1 404"), per_conn)
+        after_text = self.gw.metrics_text()
+        growth_kib = rss_kb(self.gw.proc.pid) - before_rss
+        series = lambda t: len([l for l in t.splitlines() if l.startswith("gateway_requests_total")])
+        print("\n[measure] %d random-method requests: RSS %+d KiB, /metrics %d -> %d bytes, "
+              "gateway_requests_total series %d -> %d" % (total, growth_kib, len(before_text),
+                                                          len(after_text), series(before_text),
+                                                          series(after_text)))
+        self.assertIn('method="other"', after_text)
+        self.assertLessEqual(series(after_text), series(before_text) + 1)
+        self.assertLess(abs(len(after_text) - len(before_text)), 2048)  # counts grow, lines don't
+        self.assertLess(growth_kib, 2048)
+
+    def test_03_query_credential_never_returns_encoded(self):
+        status, headers, _ = self.gw.request("GET", "/q/echo-location?x=1")
+        self.assertEqual(status, 302)
+        for name in ("Location", "Link"):
+            value = headers[name]
+            decoded = urllib.parse.unquote(value)
+            self.assertNotIn(QUERY_TOKEN, decoded, name)
+            self.assertNotIn(urllib.parse.quote(QUERY_TOKEN, safe=""), value, name)
+            self.assertIn("REDACTED", value, name)
+
+    def test_04_trace_is_refused_before_the_vendor(self):
+        before = self.vendor.count("/trace")
+        status, headers, body = self.gw.request("TRACE", "/v/trace")
+        self.assertEqual((status, headers.get("X-Gateway-Error")), (400, "bad_request"))
+        self.assertNotIn(TOKEN.encode(), body)
+        self.assertEqual(self.vendor.count("/trace"), before)
+
+    def test_05_connection_vars_cannot_override_builtins_or_the_integration(self):
+        for vars_ in ({"redirect_uri": "https://evil.example/cb"}, {"state": "x"},
+                      {"client_id": "evil"}, {"client_secret": "x"}, {"subdomain": "evil"}):
+            status, body = self.admin("PUT", "/admin/connections/x1",
+                                      {"integration": "zd", "vars": vars_, "grant": "static",
+                                       "credentials": {"access_token": "t"}})
+            self.assertEqual(status, 400, (vars_, body))
+        for host in ("evil.example", "x.comm100.com.evil.example", "127.0.0.1"):
+            status, body = self.admin("PUT", "/admin/connections/x2",
+                                      {"integration": "c1", "grant": "client_credentials",
+                                       "vars": {"site_id": "1", "oauth_host": host},
+                                       "credentials": {}})
+            self.assertEqual(status, 400, (host, body))
+        self.assertEqual(self.vendor.count("/oauth/token"), 0)
+
+    def test_06_admin_connections_are_capped(self):
+        socks = []
+        try:
+            for _ in range(300):
+                socks.append(socket.create_connection(("127.0.0.1", self.gw.admin_port), timeout=2))
+            time.sleep(0.3)
+            fds = len(os.listdir("/proc/%d/fd" % self.gw.proc.pid))
+            print("\n[measure] 300 idle admin connections: the gateway holds %d descriptors" % fds)
+            self.assertLess(fds, 200)
+            self.assertEqual(self.gw.request("GET", "/v/ok")[0], 200)
+        finally:
+            for s in socks:
+                s.close()
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                if self.admin("GET", "/healthz", token=None)[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        self.assertEqual(self.admin("GET", "/healthz", token=None)[0], 200)
+
+    def test_07_paths_servers_read_differently_are_refused(self):
+        before = sum(self.vendor.count(p) for p in ("/ok", "/admin", "/x"))
+        for target in (b"/v/..;/admin", b"/v/ok/..;/admin", b"/v/ok%2F..%2Fadmin", b"/v/ok%2fx",
+                       b"/v//evil.example/x", b"/v/ok//x", b"/v/ok\\x"):
+            out, _, _ = exchange(self.gw.port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+            self.assertTrue(out.startswith(b"HTTP/1.1 400"), (target, out[:100]))
+        self.assertEqual(sum(self.vendor.count(p) for p in ("/ok", "/admin", "/x")), before)
+
+    def test_08_long_var_values_and_exponential_patterns(self):
+        status, body = self.admin("PUT", "/admin/connections/x3",
+                                  {"integration": "c1", "grant": "client_credentials",
+                                   "vars": {"site_id": "1", "api_host": "a" * 30000 + ".comm100.com"},
+                                   "credentials": {}})
+        self.assertEqual(status, 400, body)
+        self.assertIn(b"longer than", body)
+        self.assertIsNone(self.gw.proc.poll())
+        status, out = check(base_config(CA_.cert, W.path), "evil",
+                            "name: p\nupstream: https://{h}.example.com\nvars:\n"
+                            "  h: {pattern: '^(a+)+$'}\n"
+                            "inject:\n  header: {name: X, value: '{access_token}'}\n")
+        self.assertEqual(status, 2, out)
+        self.assertIn("exponential", out)
+
+    def test_09_onboarding_whose_integration_a_reload_removed(self):
+        status, body = self.admin("POST", "/admin/connections/ob1/authorize", {"integration": "zd"})
+        self.assertEqual(status, 200, body)
+        start = json.loads(body)["start_url"]
+        ticket = start.rsplit("/", 1)[1]
+        c = http.client.HTTPConnection("127.0.0.1", self.gw.admin_port, timeout=10)
+        c.request("GET", "/oauth/start/" + ticket)
+        r = c.getresponse()
+        r.read()
+        c.close()
+        self.assertEqual(r.status, 302)
+        state = urllib.parse.parse_qs(urllib.parse.urlparse(r.getheader("Location")).query)["state"][0]
+        cfg = json.loads(json.dumps(self.cfg))
+        cfg["integrations"] = [i for i in cfg["integrations"] if i["name"] != "zd"]
+        self.gw.write_config(cfg)
+        self.gw.signal(signal.SIGHUP)
+        self.gw.wait_lines(lambda l: l.get("msg") == "config reloaded", timeout=5)
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", self.gw.admin_port, timeout=10)
+            c.request("GET", "/oauth/callback?code=abc&state=" + state)
+            r = c.getresponse()
+            page = r.read()
+            c.close()
+            self.assertEqual(r.status, 400, page)
+            self.assertIn(b"no longer configured", page)
+            self.assertIsNone(self.gw.proc.poll(), "the gateway died")
+        finally:
+            self.gw.write_config(self.cfg)
+            self.gw.signal(signal.SIGHUP)
+            self.gw.wait_lines(lambda l: l.get("msg") == "config reloaded", count=2, timeout=5)
+
+    def test_11_policies_expand_no_references(self):
+        status, out = check(base_config(CA_.cert, W.path), "refs",
+                            "name: p\nupstream: https://v.example.com\ninject:\n"
+                            "  header: {name: X-Key, value: '${env:GATEWAY_STORE_KEY}'}\n",
+                            env=dict(os.environ, GATEWAY_STORE_KEY="the-store-key"))
+        self.assertEqual(status, 2, out)
+        self.assertIn("expands no", out)
+        self.assertNotIn("the-store-key", out)
+
+    def test_12_the_answer_is_framed_by_the_gateway(self):
+        # Connection: Content-Length must not leave an unframed keep-alive answer.
+        c = self.gw.conn(timeout=10)
+        c.request("GET", "/v/frame?kind=conn-cl")
+        r = c.getresponse()
+        self.assertEqual(json.loads(r.read())["kind"], "conn-cl")
+        c.request("GET", "/v/ok")  # the same caller connection still works
+        r = c.getresponse()
+        self.assertEqual(json.loads(r.read())["path"], "/ok")
+        c.close()
+        out = self.gw.raw(b"GET /v/frame?kind=odd-cl HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertIn(b"Content-Length: 4\r\n", out)
+        self.assertNotIn(b"0004", out)
+        for kind in ("gzip-te", "switch"):
+            status, headers, _ = self.gw.request("GET", "/v/frame?kind=" + kind)
+            self.assertEqual((status, headers.get("X-Gateway-Error")),
+                             (502, "upstream_protocol_error"), kind)
+        status, headers, body = self.gw.request("GET", "/v/frame?kind=gw-error")
+        self.assertEqual(status, 503)
+        self.assertIsNone(headers.get("X-Gateway-Error"))  # the vendor's 503, not ours
+
+    def test_13_small_things(self):
+        # HTTP/1.0 with chunked framing is closed after the answer (RFC 9112 6.1).
+        out, _, closed = exchange(self.gw.port,
+                                  b"POST /v/ok HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                  b"Connection: keep-alive\r\n\r\n1\r\nx\r\n0\r\n\r\n")
+        self.assertTrue(closed, out[:200])
+        # A duration near 2^63 ms is a configuration error, not a broken gateway.
+        cfg = dict(base_config(CA_.cert, W.path))
+        cfg["upstream"] = dict(cfg["upstream"], response_timeout="9223372036854775s")
+        status, out = check(cfg, "huge")
+        self.assertEqual(status, 2, out)
+        # Config errors name a ${file:} reference, never its content.
+        secret_file = os.path.join(W.path, "timeout.txt")
+        with open(secret_file, "w") as f:
+            f.write("s3cr3t-not-a-duration\n")
+        cfg["upstream"] = dict(cfg["upstream"], response_timeout="${file:%s}" % secret_file)
+        status, out = check(cfg, "huge")
+        self.assertEqual(status, 2, out)
+        self.assertNotIn("s3cr3t", out)
+        self.assertIn("${file:", out)
+        # An admin JSON field of the wrong type gets a clear 400.
+        status, body = self.admin("PUT", "/admin/connections/x4", {"integration": 5})
+        self.assertEqual(status, 400, body)
+        status, body = self.admin("POST", "/admin/connections/x4/authorize", {"integration": []})
+        self.assertEqual(status, 400, body)

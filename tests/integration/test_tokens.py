@@ -169,6 +169,30 @@ class TokenTest(unittest.TestCase):
     def test_rejection_chip_419_replays_once(self):
         self.rejection_case("chip", "chip", "/api/me/")
 
+    def test_an_endpoint_that_always_rejects_causes_no_refresh_storm(self):
+        # Issue 13.10: a 401 that is about the request, not the token. Before, each of these
+        # 20 requests forced a refresh (20 rotations of the refresh token).
+        rt = seed_refresh()
+        env = Env("chime", "chime", {"id": "c", "grant": "refresh_token",
+                                     "credentials": {"refresh_token": rt}},
+                  ["--seed-refresh", rt, "--rotate-refresh"])
+        try:
+            env.wait_token()
+            env.sim.control("/_sim/reset", {})
+            for _ in range(20):
+                self.assertEqual(env.gw.request("GET", "/api/v1/not-yours")[0], 401)
+            time.sleep(0.3)
+            refreshes = env.sim.state()["token_requests"]
+            print("\n[measure] 20 requests to an endpoint that always answers 401: %d token "
+                  "requests" % refreshes)
+            self.assertLessEqual(refreshes, 1)
+            # A real revocation is still refreshed and replayed.
+            time.sleep(1.1)
+            env.sim.control("/_sim/revoke", {})
+            self.assertEqual(env.gw.request("GET", "/api/v1/leads")[0], 200)
+        finally:
+            env.close()
+
     def test_chip_401_bad_client_does_not_loop(self):
         rt = seed_refresh()
         env = Env("chip", "chip", {"id": "c", "grant": "refresh_token",
