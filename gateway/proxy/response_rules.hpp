@@ -4,7 +4,12 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
+
+#include "gateway/proxy/indexed_parser.hpp"
 
 namespace gw {
 
@@ -30,5 +35,21 @@ bool reusable_after(const AnswerEnd& end);
 // send no TE, so a vendor must not apply one; relayed re-chunked, a gzip coding would be lost).
 std::string_view answer_head_problem(unsigned status, std::size_t transfer_encodings,
                                      std::string_view transfer_encoding);
+
+// How the gateway frames the answer it writes: exactly one of chunked, a length, or none
+// (a bodiless answer without one), and whether the caller's connection stays open.
+struct ResponseFraming {
+  bool chunked = false;
+  std::optional<std::uint64_t> length;
+  bool keep_alive = true;
+};
+
+// Writes the caller's response head into `out` (cleared first): the vendor's status and
+// fields minus hop-by-hop ones, its framing and any X-Gateway-* or X-Request-Id (the caller
+// must be able to tell our errors from the vendor's), every value with `secrets` redacted
+// however a URL spells them (a Location carrying the credential back), then our request id
+// and our own framing.
+void write_response_head(std::string& out, const RelayParser& answer, std::string_view request_id,
+                         const std::vector<std::string>& secrets, const ResponseFraming& framing);
 
 }  // namespace gw

@@ -806,66 +806,6 @@ class Session {
     co_return false;  // unreachable: the second attempt always relays
   }
 
-  // Appends a header value, with any of the credential's secrets in it replaced.
-  static void append_redacted(std::string& out, std::string_view value,
-                              const std::vector<std::string>& secrets) {
-    if (needs_redaction(value, secrets)) {
-      std::string copy(value);
-      redact(copy, secrets);
-      out += copy;
-      return;
-    }
-    out += value;
-  }
-
-  // The caller's response head, written by hand into a buffer the connection keeps: the
-  // vendor's fields minus hop-by-hop ones, its framing and any X-Gateway-* (the caller must be
-  // able to tell our errors from the vendor's), the credential redacted from every value (e.g.
-  // a Location carrying it back), our request id and our own framing: `length` when the answer
-  // has one (also a HEAD's), else chunked unless bodiless.
-  const std::string& response_head(const ResponseParser& rp, const Exchange& ex,
-                                   const Credential& cred, bool chunked,
-                                   std::optional<std::uint64_t> length, bool keep_alive) {
-    std::string& h = head_buffer_;
-    h.clear();
-    h += "HTTP/1.1 ";
-    unsigned status = rp.status();
-    h += static_cast<char>('0' + status / 100 % 10);
-    h += static_cast<char>('0' + status / 10 % 10);
-    h += static_cast<char>('0' + status % 10);
-    h += ' ';
-    h += rp.reason();
-    h += "\r\n";
-    auto tokens = connection_tokens(rp[http::field::connection]);
-    for (const auto& f : rp.fields()) {
-      if (f.name == http::field::content_length || f.name == http::field::transfer_encoding)
-        continue;
-      auto n = rp.name(f);
-      if (is_hop_by_hop(n, tokens) || istarts_with(n, "x-request-id") ||
-          istarts_with(n, "x-gateway-"))
-        continue;
-      h += n;
-      h += ": ";
-      append_redacted(h, rp.value(f), cred.secrets);
-      h += "\r\n";
-    }
-    h += "X-Request-Id: ";
-    h += ex.request_id;
-    h += "\r\n";
-    if (chunked) {
-      h += "Transfer-Encoding: chunked\r\n";
-    } else if (length) {
-      h += "Content-Length: ";
-      char digits[24];
-      auto end = std::to_chars(digits, digits + sizeof digits, *length).ptr;
-      h.append(digits, end);
-      h += "\r\n";
-    }
-    if (!keep_alive) h += "Connection: close\r\n";
-    h += "\r\n";
-    return h;
-  }
-
   asio::awaitable<bool> relay_response(ResponseParser& rp, std::unique_ptr<UpstreamConnection> up,
                                        Exchange& ex, const Credential& cred, bool keep_alive,
                                        http::verb method) {
@@ -878,7 +818,9 @@ class Session {
     if (!chunked && rp.content_length() && (status != 204 && status != 304))
       length = *rp.content_length();
     ex.status = status;
-    const std::string& head = response_head(rp, ex, cred, chunked, length, keep_alive);
+    write_response_head(head_buffer_, rp, ex.request_id, cred.secrets,
+                        ResponseFraming{chunked, length, keep_alive});
+    const std::string& head = head_buffer_;
 
     bool head_sent = false;
     if (!rp.is_done() && up->buffer.size() == 0) {
