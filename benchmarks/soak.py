@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Soak: mixed traffic to all four vendor simulators through one gateway for a while (default
 10 minutes), with 3 s access tokens (rotating single-use refresh tokens where the vendor
-rotates), random upstream faults and a config reload (SIGHUP) every minute.
+rotates), random upstream faults and a config reload (SIGHUP) every minute. One request in
+five is a HEAD or a GET answered 204, and one fault kind makes the vendor write a body and a
+whole fake answer after those (issue 13.1): every caller's answer must be its own (the
+simulator echoes the X-Request-Id it got; a crossed answer carries another id).
 
   python3 benchmarks/soak.py [--minutes 10] [--clients 8]
 
-Passes when the gateway never dies, its RSS after warm-up stays flat (within 20 % and 8 MiB),
+Passes when no answer crossed to another caller, the gateway never dies, its RSS after warm-up stays flat (within 20 % and 8 MiB),
 and every answer other than 200 falls inside a fault window injected on that vendor (plus
 a few seconds for the fault to clear). Prints a summary; exit status 1 otherwise. Runs the
 real binary (GATEWAY_BIN, default build/gateway) on 127.0.0.1 only.
@@ -13,6 +16,7 @@ real binary (GATEWAY_BIN, default build/gateway) on 127.0.0.1 only.
 import argparse
 import base64
 import collections
+import json
 import os
 import random
 import signal
@@ -33,7 +37,7 @@ VENDORS = {
     "chip": ("chip", "/oauth/token", "refresh_token", [], "/api/me/"),
     "comm100": ("comm100", "/oauth/token", "refresh_token", [], "/api/v2/livechat/agents"),
 }
-FAULTS = ("slow_api", "token_endpoint_503")
+FAULTS = ("slow_api", "token_endpoint_503", "stray_bytes")
 SLACK = 8.0  # seconds after a fault window in which its effects may still show
 
 
@@ -79,18 +83,39 @@ def main():
     stop = threading.Event()
     start = time.time()
 
+    crossed = []  # (vendor, method, path, sent id, what came back)
+
     def client(seed):
         rnd = random.Random(seed)
         conn = gw.conn(timeout=20)
+        n = 0
         while not stop.is_set():
             vendor = rnd.choice(list(VENDORS))
             path = "/" + vendor + VENDORS[vendor][4]
+            method, expected = "GET", 200
+            kind = rnd.random()
+            if kind < 0.1:
+                method = "HEAD"
+            elif kind < 0.2:
+                path, expected = path.rstrip("/") + "/no-content", 204
+            n += 1
+            rid = "soak-%d-%d" % (seed, n)
             t = time.time()
             try:
-                conn.request("GET", path)
+                conn.request(method, path, headers={"X-Request-Id": rid})
                 r = conn.getresponse()
-                r.read()
+                body = r.read()
                 status, code = r.status, r.getheader("X-Gateway-Error", "")
+                if status == expected:
+                    status = 200  # as expected: counted as a success below
+                    own = (body == b"" if method == "HEAD" or expected == 204
+                           else json.loads(body).get("request_id") == rid)
+                    if not own:
+                        with lock:
+                            crossed.append((vendor, method, path, rid, body[:120]))
+                elif b"stolen" in body:
+                    with lock:
+                        crossed.append((vendor, method, path, rid, body[:120]))
                 if r.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = gw.conn(timeout=20)
@@ -108,10 +133,12 @@ def main():
             t0 = time.time()
             if kind == "slow_api":
                 sims[vendor].control("/_sim/config", {"delay_ms": 2500})
+            elif kind == "stray_bytes":
+                sims[vendor].control("/_sim/config", {"stray": True})
             else:
                 sims[vendor].control("/_sim/config", {"fail_token": {"count": 3, "status": 503}})
-            stop.wait(2)
-            sims[vendor].control("/_sim/config", {"delay_ms": 0, "fail_token": None})
+            stop.wait(5 if kind == "stray_bytes" else 2)
+            sims[vendor].control("/_sim/config", {"delay_ms": 0, "fail_token": None, "stray": False})
             with lock:
                 faults.append((t0, time.time(), vendor, kind))
 
@@ -150,14 +177,17 @@ def main():
 
     errors = [r for r in results if r[2] != 200]
     unexplained = [r for r in errors if not explained(r[0], r[1])]
-    by_kind = collections.Counter("%s %s" % (r[2], r[3]) for r in errors)
+    by_kind = collections.Counter("%s %s %s" % (r[1], r[2], r[3]) for r in errors)
     warm = [kb for s, kb in rss if s >= 60] or [kb for _, kb in rss]
     growth = (warm[-1] - warm[0]) if warm else 0
     leaks = scan_for_secrets([gw.log_path])
-    ok = (not crashed and alive and not unexplained and not leaks and
+    ok = (not crashed and alive and not unexplained and not leaks and not crossed and
           growth <= max(0.2 * warm[0], 8 * 1024))
     print("\nSoak: %.1f min, %d clients, 4 vendors, 3 s tokens, %d faults injected, %d reloads"
           % (duration / 60, args.clients, len(faults), reloads))
+    stray_windows = sum(1 for f in faults if f[3] == "stray_bytes")
+    print("Crossed answers: %d (HEAD and 204 requests, %d windows of a vendor writing past them)"
+          % (len(crossed), stray_windows))
     print("| requests | req/s | non-200 | unexplained | RSS after warm-up (first, last, max) | crashed | secrets in log |")
     print("|---|---|---|---|---|---|---|")
     print("| %d | %.0f | %d | %d | %.1f, %.1f, %.1f MiB | %s | %d |"
@@ -166,6 +196,8 @@ def main():
              max(warm) / 1024 if warm else 0, "yes" if crashed or not alive else "no", len(leaks)))
     for kind, n in by_kind.most_common():
         print("  %-40s %d" % (kind, n))
+    for c in crossed[:10]:
+        print("  crossed: %s %s %s sent %s got %r" % c)
     for r in unexplained[:10]:
         print("  unexplained: t=%.1f %s %d %s" % (r[0] - start, r[1], r[2], r[3]))
     sys.exit(0 if ok else 1)

@@ -18,13 +18,15 @@ Knobs and counters live under /_sim/ (no credentials needed):
   GET  /_sim/state              counters: connections, requests, token_requests, ...
   GET  /_sim/requests           the recorded API requests (method, path, query, headers, body)
   POST /_sim/config             JSON: token_lifetime, rotate_refresh, omit_expires_in,
-                                fail_token {count, status, body}, delay_ms, token_delay_ms
+                                fail_token {count, status, body}, delay_ms, token_delay_ms,
+                                stray (bodies written after HEAD and 204 answers anyway, and
+                                a whole fake answer after them, as a broken vendor would)
   POST /_sim/revoke             revokes every access token issued so far
   POST /_sim/reset              clears the recorded requests and counters
   POST /_sim/tokens             JSON {access_token?, refresh_token?, lifetime?}: registers them
 
-Other API paths answer 200 with a JSON echo; a path ending in /not-yours answers 401 with
-any token. Special paths: /download?bytes=N streams N
+Other API paths answer 200 with a JSON echo (with the X-Request-Id it got); a path ending in
+/not-yours answers 401 with any token, one ending in /no-content answers 204. Special paths: /download?bytes=N streams N
 deterministic bytes; any request body is hashed (sha256) and its length reported.
 Prints {"port": N} on stdout once listening.
 """
@@ -58,6 +60,7 @@ class State:
         self.fail_token = None  # {"count": n, "status": s, "body": {...}}
         self.delay_ms = 0
         self.token_delay_ms = 0
+        self.stray = False  # write past bodiless answers (HEAD, 204): the cross-caller fault
         self.access = {}  # token -> {"expires": t or None, "revoked": bool}
         self.refresh = {}  # token -> {"used": bool}
         self.codes = {}  # code -> {"redirect_uri":..., "state":..., "used": bool}
@@ -187,6 +190,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+        elif self.state.stray:
+            self.wfile.write(data + self.stray_answer())
+
+    def stray_answer(self):
+        """A whole answer nobody asked for: the next caller must never receive it."""
+        fake = json.dumps({"vendor": self.state.vendor, "request_id": "stolen-" +
+                           secrets.token_hex(4), "authorized": True}).encode()
+        return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d"
+                b"\r\n\r\n%s" % (len(fake), fake))
 
     def send_bare(self, status):
         """Chip's style: most errors carry only the status code."""
@@ -258,7 +270,7 @@ class Handler(BaseHTTPRequestHandler):
             cfg = json.loads(body or b"{}")
             with st.lock:
                 for key in ("token_lifetime", "rotate_refresh", "omit_expires_in", "fail_token",
-                            "delay_ms", "token_delay_ms", "redirect_uri"):
+                            "delay_ms", "token_delay_ms", "redirect_uri", "stray"):
                     if key in cfg:
                         setattr(st, key, cfg[key])
             return self.send_json(200, {"ok": True})
@@ -299,6 +311,14 @@ class Handler(BaseHTTPRequestHandler):
             if payload is None:
                 return self.send_bare(status)
             return self.send_json(status, payload)
+        if url.path.endswith("/no-content"):
+            stray = self.stray_answer() if self.state.stray else b""
+            self.send_response(204)
+            if stray:
+                self.send_header("Content-Length", str(len(stray)))
+            self.end_headers()
+            self.wfile.write(stray)
+            return
         if url.path.endswith("/not-yours"):
             # An endpoint this account may not use: 401 whatever the token (no storm of
             # refreshes may follow, issue 13.10).
@@ -319,6 +339,7 @@ class Handler(BaseHTTPRequestHandler):
                  for k, v in urllib.parse.parse_qsl(url.query, keep_blank_values=True)]
         echo = {"vendor": st.vendor, "method": self.command, "path": url.path,
                 "query": urllib.parse.urlencode(shown), "authorized": True,
+                "request_id": self.headers.get("X-Request-Id", ""),
                 "body_sha256": body_sha, "body_len": body_len}
         self.send_json(200, echo)
 
