@@ -218,7 +218,8 @@ class Gateway {
     unsigned threads =
         rt->config.threads ? rt->config.threads : std::thread::hardware_concurrency();
     if (threads == 0) threads = 1;
-    for (unsigned i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>(shared_));
+    for (unsigned i = 0; i < threads; ++i)
+      workers_.push_back(std::make_unique<Worker>(shared_, threads));
 
     try {
       open_listeners(*rt);

@@ -224,7 +224,7 @@ class ConfigLoader {
     const std::string k = "upstream";
     if (!reader_.check_keys(n, k,
                             {"ca_file", "connect_timeout", "response_timeout", "idle_timeout",
-                             "max_idle_per_host"}))
+                             "max_idle_per_host", "max_per_host"}))
       return;
     std::string ca;
     if (reader_.get(n, k, "ca_file", ca)) cfg_.upstream.ca_file = relative(ca);
@@ -232,6 +232,9 @@ class ConfigLoader {
     reader_.get_duration(n, k, "response_timeout", cfg_.upstream.response_timeout);
     reader_.get_duration(n, k, "idle_timeout", cfg_.upstream.idle_timeout);
     reader_.get_uint(n, k, "max_idle_per_host", cfg_.upstream.max_idle_per_host, 100000);
+    reader_.get_uint(n, k, "max_per_host", cfg_.upstream.max_per_host, 1000000);
+    if (cfg_.upstream.max_per_host == 0)
+      reader_.problem(n["max_per_host"], k + ".max_per_host", "must be at least 1");
   }
 
   void limits(const YAML::Node& n) {

@@ -41,7 +41,8 @@ struct ProxyShared {
 
 // One event loop thread: its io_context, its upstream pool, the connections it serves.
 struct Worker {
-  explicit Worker(ProxyShared& s) : ioc(1), pool(ioc, s.upstream), shared(s) {}
+  // `loops`: how many Workers share upstream.max_per_host.
+  Worker(ProxyShared& s, std::size_t loops) : ioc(1), pool(ioc, s.upstream, loops), shared(s) {}
   boost::asio::io_context ioc;
   UpstreamPool pool;
   ProxyShared& shared;

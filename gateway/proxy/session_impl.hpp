@@ -523,25 +523,9 @@ class Session {
     for (;;) {
       std::size_t got = 0;
       if (!parser.is_done()) {
-        parser.body_buffer(buf, kRelayBufferBytes);
-        lowest().expires_after(cfg.limits.idle_timeout);
-        auto [rec, rn] = co_await http::async_read_some(stream_, buffer_, parser, nothrow);
-        lowest().expires_never();
-        if (rec == http::error::need_buffer) rec = {};
-        if (rec) {
-          body.caller_error = rec;
-          co_return rec;
-        }
-        got = kRelayBufferBytes - parser.body_left();
-        ex.bytes_in += got;
-        if (body.complete_copy) {
-          if (body.kept.size() + got <= cfg.limits.replay_body_bytes) {
-            body.kept.append(buf, got);
-          } else {
-            body.complete_copy = false;
-            std::string().swap(body.kept);
-          }
-        }
+        auto [rec, rgot] = co_await read_body_piece(parser, body, ex, buf);
+        if (rec) co_return rec;
+        got = rgot;
       }
       bool last = parser.is_done();
       // A read may parse only a chunk header: nothing to send yet.
@@ -556,6 +540,49 @@ class Session {
       }
       if (last) co_return beast::error_code{};
     }
+  }
+
+  // Reads the next piece of the caller's body into `buf` (up to kRelayBufferBytes), keeping a
+  // copy while the whole body fits in replay_body_bytes. Returns the error (also recorded in
+  // body.caller_error) and how many body bytes arrived.
+  asio::awaitable<std::pair<beast::error_code, std::size_t>> read_body_piece(RequestParser& parser,
+                                                                             Body& body,
+                                                                             Exchange& ex,
+                                                                             char* buf) {
+    const auto& cfg = runtime_->config;
+    parser.body_buffer(buf, kRelayBufferBytes);
+    lowest().expires_after(cfg.limits.idle_timeout);
+    auto [rec, rn] = co_await http::async_read_some(stream_, buffer_, parser, nothrow);
+    lowest().expires_never();
+    if (rec == http::error::need_buffer) rec = {};
+    if (rec) {
+      body.caller_error = rec;
+      co_return std::pair{rec, std::size_t{0}};
+    }
+    std::size_t got = kRelayBufferBytes - parser.body_left();
+    ex.bytes_in += got;
+    if (body.complete_copy) {
+      if (body.kept.size() + got <= cfg.limits.replay_body_bytes) {
+        body.kept.append(buf, got);
+      } else {
+        body.complete_copy = false;
+        std::string().swap(body.kept);
+      }
+    }
+    co_return std::pair{beast::error_code{}, got};
+  }
+
+  // Reads a body that fits in replay_body_bytes whole before a vendor connection is taken: a
+  // caller sending it slowly then holds no vendor connection (1,000 slow callers would
+  // otherwise hold 1,000, past most vendors' per-account caps).
+  asio::awaitable<beast::error_code> read_whole_body(RequestParser& parser, Body& body,
+                                                     Exchange& ex) {
+    char* buf = relay_buffer();
+    while (!parser.is_done()) {
+      auto [ec, got] = co_await read_body_piece(parser, body, ex, buf);
+      if (ec) co_return ec;
+    }
+    co_return beast::error_code{};
   }
 
   // A replay: the head and the kept body, whole, in one write.
@@ -617,8 +644,9 @@ class Session {
                 {"integration", ex.integration},
                 {"error", failure_code(f)},
                 {"detail", detail}});
-    auto status =
-        f == UpstreamFailure::timeout ? http::status::gateway_timeout : http::status::bad_gateway;
+    auto status = f == UpstreamFailure::timeout ? http::status::gateway_timeout
+                  : f == UpstreamFailure::busy  ? http::status::service_unavailable
+                                                : http::status::bad_gateway;
     std::string msg;
     switch (f) {
       case UpstreamFailure::unreachable:
@@ -629,6 +657,9 @@ class Session {
         break;
       case UpstreamFailure::timeout:
         msg = "the vendor did not answer in time";
+        break;
+      case UpstreamFailure::busy:
+        msg = "every connection to the vendor allowed by upstream.max_per_host is in use";
         break;
       default:
         msg = "the vendor's answer was not valid HTTP";
@@ -742,6 +773,16 @@ class Session {
       if (ec) co_return false;
     }
 
+    // A body with a length that fits in replay_body_bytes is read before the vendor is asked;
+    // a chunked or larger one streams.
+    bool prebuffered = false;
+    if (body.present && !body.chunked && body.length &&
+        *body.length <= cfg.limits.replay_body_bytes) {
+      if (auto ec = co_await read_whole_body(parser, body, ex))
+        co_return co_await caller_body_failed(ex, ec);
+      prebuffered = true;
+    }
+
     bool replayable_method = policy.replay == ReplayMode::all || is_idempotent(ex.method);
     // Which request a rejection was for, so one the vendor refuses whatever the token stops
     // forcing refreshes (TokenProvider::rejected_again).
@@ -753,7 +794,8 @@ class Session {
       auto up_start = SteadyClock::now();
       std::optional<ResponseParser> rp;
       auto trip = co_await round_trip(parser, body, ex, rp, conn->upstream,
-                                      /*streaming=*/attempt == 0, /*fresh=*/false);
+                                      /*streaming=*/attempt == 0 && !prebuffered,
+                                      /*fresh=*/false);
       if (trip.caller_error) co_return co_await caller_body_failed(ex, trip.caller_error);
       if (trip.failure != UpstreamFailure::none && trip.reused && !stale_retried &&
           is_idempotent(ex.method) && parser.is_done() && (!body.present || body.complete_copy) &&

@@ -27,6 +27,8 @@ const char* failure_code(UpstreamFailure f) {
       return "upstream_timeout";
     case UpstreamFailure::protocol:
       return "upstream_protocol_error";
+    case UpstreamFailure::busy:
+      return "upstream_busy";
     case UpstreamFailure::none:
       break;
   }
@@ -55,8 +57,8 @@ std::shared_ptr<asio::ssl::context> make_client_tls(const UpstreamConfig& config
   return ctx;
 }
 
-UpstreamPool::UpstreamPool(asio::io_context& ioc, UpstreamCounters& counters)
-    : ioc_(ioc), counters_(counters), sweep_timer_(ioc) {
+UpstreamPool::UpstreamPool(asio::io_context& ioc, UpstreamCounters& counters, std::size_t share)
+    : ioc_(ioc), counters_(counters), share_(share ? share : 1), sweep_timer_(ioc) {
   schedule_sweep();
 }
 
@@ -108,6 +110,22 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::acquire(
     const UpstreamTarget& target, std::shared_ptr<asio::ssl::context> tls,
     const UpstreamConfig& config, bool fresh) {
   auto key = target.key();
+  // This loop's share of max_per_host (rounded up, at least one).
+  std::size_t cap = (config.max_per_host + share_ - 1) / share_;
+  if (!take_slot(key, cap)) {
+    auto waiter = std::make_shared<Waiter>();
+    waiter->timer = std::make_shared<asio::steady_timer>(ioc_, config.connect_timeout);
+    waiting_[key].push_back(waiter);
+    co_await waiter->timer->async_wait(nothrow);
+    if (!waiter->woken) {
+      auto& queue = waiting_[key];
+      std::erase(queue, waiter);
+      if (queue.empty()) waiting_.erase(key);
+      co_return Acquired{nullptr, UpstreamFailure::busy,
+                         "all " + std::to_string(cap) + " connections to " + key + " are in use"};
+    }
+    // give_slot handed its slot to this waiter.
+  }
   if (!fresh) {
     auto it = idle_.find(key);
     if (it != idle_.end()) {
@@ -134,10 +152,14 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::acquire(
   c->key = key;
   tcp::resolver resolver(ioc_);
   auto [rec, endpoints] = co_await resolver.async_resolve(target.host, target.port, nothrow);
-  if (rec) co_return Acquired{nullptr, UpstreamFailure::unreachable, "resolve: " + rec.message()};
+  if (rec) {
+    give_slot(key);
+    co_return Acquired{nullptr, UpstreamFailure::unreachable, "resolve: " + rec.message()};
+  }
   c->stream.expires_after(config.connect_timeout);
   auto cec = co_await c->stream.connect(endpoints);
   if (cec) {
+    give_slot(key);
     auto f = cec == beast::error::timeout ? UpstreamFailure::timeout : UpstreamFailure::unreachable;
     co_return Acquired{nullptr, f, "connect: " + cec.message()};
   }
@@ -145,6 +167,7 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::acquire(
   c->stream.socket().set_option(tcp::no_delay(true), ignored);
   auto hec = co_await c->stream.handshake(target.host, target.ip_literal);
   if (hec) {
+    give_slot(key);
     auto f = hec == beast::error::timeout ? UpstreamFailure::timeout : UpstreamFailure::tls;
     co_return Acquired{nullptr, f, "tls handshake: " + hec.message()};
   }
@@ -153,8 +176,31 @@ asio::awaitable<UpstreamPool::Acquired> UpstreamPool::acquire(
   co_return Acquired{std::move(c), UpstreamFailure::none, {}};
 }
 
+bool UpstreamPool::take_slot(const std::string& key, std::size_t cap) {
+  auto& n = busy_[key];
+  if (n >= cap) return false;
+  ++n;
+  return true;
+}
+
+void UpstreamPool::give_slot(const std::string& key) {
+  auto it = waiting_.find(key);
+  if (it != waiting_.end()) {
+    // The slot passes to the longest waiter as it is: the count stays.
+    auto waiter = it->second.front();
+    it->second.pop_front();
+    if (it->second.empty()) waiting_.erase(it);
+    waiter->woken = true;
+    waiter->timer->cancel();
+    return;
+  }
+  auto b = busy_.find(key);
+  if (b != busy_.end() && --b->second == 0) busy_.erase(b);
+}
+
 void UpstreamPool::release(std::unique_ptr<UpstreamConnection> c, const UpstreamConfig& config) {
   --counters_.busy;
+  give_slot(c->key);
   auto& list = idle_[c->key];
   if (list.size() >= config.max_idle_per_host) return;  // closes it
   c->idle_since = std::chrono::steady_clock::now();
@@ -165,7 +211,9 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> c, const Upstream
 }
 
 void UpstreamPool::discard(std::unique_ptr<UpstreamConnection> c) {
-  if (c) --counters_.busy;
+  if (!c) return;
+  --counters_.busy;
+  give_slot(c->key);
 }
 
 }  // namespace gw

@@ -12,6 +12,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -23,7 +24,7 @@
 
 namespace gw {
 
-enum class UpstreamFailure { none, unreachable, tls, timeout, protocol };
+enum class UpstreamFailure { none, unreachable, tls, timeout, protocol, busy };
 const char* failure_code(UpstreamFailure f);  // "upstream_unreachable", ...
 
 struct UpstreamConnection {
@@ -47,7 +48,8 @@ std::shared_ptr<boost::asio::ssl::context> make_client_tls(const UpstreamConfig&
 
 class UpstreamPool {
  public:
-  UpstreamPool(boost::asio::io_context& ioc, UpstreamCounters& counters);
+  // `share`: this pool's part of upstream.max_per_host is 1/share of it (one pool per loop).
+  UpstreamPool(boost::asio::io_context& ioc, UpstreamCounters& counters, std::size_t share = 1);
   ~UpstreamPool();
 
   struct Acquired {
@@ -57,7 +59,8 @@ class UpstreamPool {
   };
   // A live idle connection to `target` made with `tls` if one exists, else a new one. An idle
   // connection is probed (a non-blocking MSG_PEEK) first: one the vendor closed, or wrote to
-  // while it was idle, is closed instead of used.
+  // while it was idle, is closed instead of used. With this pool's share of
+  // upstream.max_per_host in use, waits up to connect_timeout for one (then `busy`).
   boost::asio::awaitable<Acquired> acquire(const UpstreamTarget& target,
                                            std::shared_ptr<boost::asio::ssl::context> tls,
                                            const UpstreamConfig& config, bool fresh = false);
@@ -71,11 +74,22 @@ class UpstreamPool {
 
  private:
   void schedule_sweep();
+  // Takes a connection slot of `key` (false when its share is in use); gives one back and
+  // wakes the longest waiter.
+  bool take_slot(const std::string& key, std::size_t cap);
+  void give_slot(const std::string& key);
 
+  struct Waiter {
+    std::shared_ptr<boost::asio::steady_timer> timer;
+    bool woken = false;
+  };
   boost::asio::io_context& ioc_;
   UpstreamCounters& counters_;
+  std::size_t share_;
   boost::asio::steady_timer sweep_timer_;
   std::unordered_map<std::string, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
+  std::unordered_map<std::string, std::size_t> busy_;  // connections in use, by host key
+  std::unordered_map<std::string, std::deque<std::shared_ptr<Waiter>>> waiting_;
 };
 
 }  // namespace gw

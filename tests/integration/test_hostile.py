@@ -18,6 +18,7 @@ import threading
 import time
 import unittest
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 
 from harness import CA, Gateway, Workdir, base_config, rss_kb, scan_for_secrets, secret
 
@@ -603,6 +604,52 @@ class HardeningTest(WithBrokenVendor):
             self.gw.write_config(self.cfg)
             self.gw.signal(signal.SIGHUP)
             self.gw.wait_lines(lambda l: l.get("msg") == "config reloaded", count=2, timeout=5)
+
+    def test_10_slow_bodies_hold_no_vendor_connection(self):
+        # Before, each caller sending its body slowly held a vendor connection of its own:
+        # 1,000 such callers gave the vendor 1,000 connections.
+        self.gw.request("GET", "/v/ok")  # one pooled connection
+        before = self.vendor.connections()
+        socks = []
+        try:
+            for _ in range(40):
+                s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=10)
+                s.sendall(b"POST /v/ok HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+                socks.append(s)
+            time.sleep(0.5)
+            held = self.vendor.connections() - before
+            print("\n[measure] 40 callers mid-body: %d new vendor connections" % held)
+            self.assertEqual(held, 0)
+            for s in socks:
+                s.sendall(b"cdefghij")
+            for s in socks:
+                self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 200"))
+        finally:
+            for s in socks:
+                s.close()
+
+    def test_10_busy_vendor_connections_are_capped_per_host(self):
+        cfg = gateway_config(self.vendor)
+        cfg["threads"] = 1
+        cfg["upstream"].update({"max_per_host": 2, "connect_timeout": "500ms",
+                                "response_timeout": "5s"})
+        gw = Gateway(W.path, cfg, name="per-host").start()
+        try:
+            before = self.vendor.connections()
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                answers = list(pool.map(lambda _: gw.request("GET", "/v/slow-answer", timeout=10),
+                                        range(4)))
+            statuses = sorted(a[0] for a in answers)
+            print("\n[measure] 4 callers, max_per_host 2, 1.8 s answers: %s, %d vendor "
+                  "connections" % (statuses, self.vendor.connections() - before))
+            self.assertEqual(statuses, [200, 200, 503, 503])
+            self.assertEqual(sorted(a[1].get("X-Gateway-Error", "") for a in answers),
+                             ["", "", "upstream_busy", "upstream_busy"])
+            self.assertLessEqual(self.vendor.connections() - before, 2)
+            # Freed slots serve the next callers.
+            self.assertEqual(gw.request("GET", "/v/ok")[0], 200)
+        finally:
+            gw.stop()
 
     def test_11_policies_expand_no_references(self):
         status, out = check(base_config(CA_.cert, W.path), "refs",
