@@ -52,6 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::vector<gw::IndexedField> fields2;
   gw::RelayParser ours(text2, fields2);
   ours.eager(false);
+  ours.header_limit(1 << 20);  // redacting a short secret can grow the head eightfold
   ours.put(boost::asio::buffer(head), ec);
   if (ec || !ours.is_header_done() || ours.status() != vendor.status()) __builtin_trap();
   // A secret can straddle our REDACTED marker only when it starts or ends with its letters.
