@@ -84,6 +84,23 @@ AdminResponse html_page(http::status status, const std::string& title, const std
   return res;
 }
 
+}  // namespace
+
+AdminResponse AdminServer::confirm_page(const Ticket& t) const {
+  AdminResponse res = html_page(http::status::ok, "Confirm the connection", "");
+  res.body() =
+      "<!doctype html><html><head><meta charset=\"utf-8\"><title>Confirm the connection</title>"
+      "</head><body><h1 id=\"title\">Confirm the connection</h1><p id=\"message\">Connect " +
+      html_escape(t.connection_id) + " (" + html_escape(t.integration) +
+      ") to the account you just approved? Only continue if you started this onboarding and "
+      "approved access at the vendor a moment ago.</p><form method=\"post\" "
+      "action=\"/oauth/callback\"><input type=\"hidden\" name=\"confirm\" value=\"" +
+      t.confirm + "\"><button id=\"confirm\" type=\"submit\">Connect</button></form></body></html>";
+  return res;
+}
+
+namespace {
+
 std::string iso_time(Clock::time_point t) {
   auto secs = Clock::to_time_t(t);
   std::tm tm{};
@@ -291,7 +308,8 @@ asio::awaitable<AdminResponse> AdminServer::dispatch(const AdminRequest& req) {
   }
   if (req.method() == http::verb::get && path.rfind("/oauth/start/", 0) == 0)
     co_return oauth_start(req, path.substr(13));
-  if (req.method() == http::verb::get && path == "/oauth/callback")
+  if ((req.method() == http::verb::get || req.method() == http::verb::post) &&
+      path == "/oauth/callback")
     co_return co_await oauth_callback(req);
   co_return error_response(http::status::not_found, "not_found", "no admin endpoint " + path);
 }
@@ -537,7 +555,7 @@ AdminResponse AdminServer::oauth_start(const AdminRequest&, const std::string& t
 asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& req) {
   auto parsed = boost::urls::parse_origin_form(req.target());
   if (!parsed) co_return html_page(http::status::bad_request, "Bad callback", "malformed request");
-  std::string code, state, error;
+  std::string code, state, error, confirm;
   for (auto p : parsed->params()) {
     if (p.key == "code")
       code = p.value;
@@ -545,6 +563,14 @@ asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& r
       state = p.value;
     else if (p.key == "error")
       error = p.value;
+  }
+  bool confirming = req.method() == http::verb::post;
+  if (confirming) {
+    // The confirmation form: confirm=TOKEN, form-encoded.
+    std::string form = "/?" + req.body();
+    if (auto body = boost::urls::parse_origin_form(form))
+      for (auto p : body->params())
+        if (p.key == "confirm") confirm = p.value;
   }
   auto rt = ctx_.shared.runtime.load();
   // The ticket: by state where the vendor echoes it, else by the browser's binding cookie.
@@ -569,6 +595,30 @@ asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& r
     co_return html_page(
         http::status::bad_request, "Authorization failed",
         "This onboarding link was already used or has expired. Nothing was changed.");
+  if (confirming || !code.empty()) {
+    bool by_cookie = false;
+    if (auto iit = rt->routes->integrations.find(t.integration);
+        iit != rt->routes->integrations.end())
+      by_cookie = iit->second->policy->oauth->authorize.state == StateMode::cookie;
+    if (by_cookie && !confirming) {
+      // Nothing ties this code to the person who consented: ask them on our own page, with a
+      // token only that page knows (a cross-site form carries no Lax cookie).
+      t.pending_code = code;
+      t.confirm = random_token();
+      co_return confirm_page(t);
+    }
+    if (by_cookie) {
+      if (t.confirm.empty() || !equal_constant_time(confirm, t.confirm))
+        co_return html_page(http::status::bad_request, "Authorization failed",
+                            "This confirmation does not match the onboarding in progress. "
+                            "Nothing was changed.");
+      code = t.pending_code;
+      error.clear();
+    }
+  }
+  if (confirming && code.empty())
+    co_return html_page(http::status::bad_request, "Authorization failed",
+                        "Nothing to confirm. Nothing was changed.");
   t.used = true;
   if (!error.empty() || code.empty())
     co_return html_page(http::status::bad_request, "Authorization refused",

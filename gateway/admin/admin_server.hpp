@@ -45,8 +45,13 @@ class AdminServer {
     std::string binding;  // the browser cookie, for vendors that do not (Chime)
     std::chrono::steady_clock::time_point expires;
     bool started = false, used = false;
+    // Cookie-bound (state-less) vendors: the code a callback brought, kept until the person
+    // confirms it on our page with `confirm` (a forced callback with an attacker's code
+    // would otherwise connect the attacker's account).
+    std::string pending_code, confirm;
   };
 
+  AdminResponse confirm_page(const Ticket& t) const;
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket);
   boost::asio::awaitable<AdminResponse> dispatch(const AdminRequest& req);

@@ -251,6 +251,11 @@ class OnboardingTest(unittest.TestCase):
                 url = self.browser.url()
                 self.browser.open(url.replace("state=", "state=tampered"))
             self.browser.click("#allow")
+            if policy == "chime":
+                # State-less vendor: the person confirms on the gateway's own page.
+                self.assertEqual(self.browser.text("#title"), "Confirm the connection")
+                self.assertIn("acct", self.browser.text("#message"))
+                self.browser.click("#confirm")
             title = self.browser.text("#title")
             message = self.browser.text("#message")
             records = env.sim.requests()
@@ -270,6 +275,32 @@ class OnboardingTest(unittest.TestCase):
             auth = [v for k, v in rec["headers"] if k == "Authorization"][0]
             self.assertTrue(auth.startswith("Bearer at-"))
             self.assertEqual(env.admin.call("GET", "/admin/connections/acct")[1]["state"], "ready")
+        finally:
+            env.close()
+
+    def test_chime_forced_callback_needs_confirmation(self):
+        # Issue 13.13: a state-less vendor's callback can be forced on the person's browser
+        # with an attacker's code (login CSRF). It connects nothing until confirmed on our
+        # page, and a form posted from elsewhere, without that page's token, is refused.
+        env = Env("chime", name="onboard-forced")
+        try:
+            status, out = env.admin.call("POST", "/admin/connections/acct/authorize",
+                                         {"integration": "api"})
+            self.assertEqual(status, 200, out)
+            self.browser.open(out["start_url"])  # binds this browser (the cookie)
+            callback = "http://localhost:%d/oauth/callback?code=attackers-code" % env.gw.admin_port
+            self.browser.open(callback)
+            self.assertEqual(self.browser.text("#title"), "Confirm the connection")
+            self.assertEqual(env.sim.state()["token_requests"], 0)
+            self.assertEqual(env.admin.call("GET", "/admin/connections/acct")[0], 404)
+            # A forged confirmation (no token) changes nothing.
+            self.browser.s("POST", "/execute/sync", {"script": (
+                "var f=document.createElement('form');f.method='post';f.action='/oauth/callback';"
+                "var i=document.createElement('input');i.name='confirm';i.value='guess';"
+                "f.appendChild(i);document.body.appendChild(f);f.submit();"), "args": []})
+            self.assertEqual(self.browser.text("#title"), "Authorization failed")
+            self.assertEqual(env.sim.state()["token_requests"], 0)
+            self.assertEqual(env.admin.call("GET", "/admin/connections/acct")[0], 404)
         finally:
             env.close()
 
