@@ -5,6 +5,10 @@ injecting the same Bearer header, interleaved round by round. Prints req/s, p50/
 proxy's CPU microseconds per request, each as a ratio to haproxy in the same round.
 
   python3 benchmarks/bench.py [--duration 10] [--rounds 3] [--connections 64,256]
+                              [--baseline OLD_GATEWAY_BINARY]
+
+--baseline adds a second gateway binary (e.g. one built from the commit before a change) as
+"baseline 1t/2t", measured in the same interleaved rounds: before and after in one run.
 
 Everything listens on 127.0.0.1; nothing leaves the machine. The gateway forwards to HTTPS
 upstreams only (its contract), so the plain-upstream column of the issue is not measured.
@@ -171,7 +175,7 @@ backend be
                             stderr=open(os.path.join(d, "haproxy%d.err" % threads), "w"))
 
 
-def gateway_config(d, threads, listen, admin, up):
+def gateway_config(d, threads, listen, admin, up, label="gateway"):
     """The gateway injecting the same Bearer token (a static Chime connection)."""
     cfg = {"listen": {"address": "127.0.0.1", "port": listen},
            "admin": {"address": "127.0.0.1", "port": admin}, "threads": threads,
@@ -183,7 +187,7 @@ def gateway_config(d, threads, listen, admin, up):
                              "overrides": {"upstream": "https://127.0.0.1:%d" % up}}],
            "connections": [{"id": "a", "integration": "v", "grant": "static",
                             "credentials": {"access_token": TOKEN}}]}
-    path = os.path.join(d, "gateway%d.yaml" % threads)
+    path = os.path.join(d, "%s%d.yaml" % (label, threads))
     with open(path, "w") as f:
         json.dump(cfg, f)
     return path
@@ -194,6 +198,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", default="64,256")
+    ap.add_argument("--baseline", help="another gateway binary to measure beside this one")
     args = ap.parse_args()
     for tool in ("nginx", "haproxy", "wrk"):
         if not shutil.which(tool):
@@ -217,12 +222,14 @@ server { listen 127.0.0.1:%d; location / {
         hp = port()
         procs.append(haproxy(d, threads, hp, up))
         proxies["haproxy %dt" % threads] = ("haproxy", hp, procs[-1])
-    for threads in (1, 2):
-        gp = port()
-        path = gateway_config(d, threads, gp, port(), up)
-        p = subprocess.Popen([GATEWAY, "--config", path], stdout=subprocess.DEVNULL)
-        procs.append(p)
-        proxies["gateway %dt" % threads] = ("gateway", gp, p)
+    binaries = [("gateway", GATEWAY)] + ([("baseline", args.baseline)] if args.baseline else [])
+    for label, binary in binaries:
+        for threads in (1, 2):
+            gp = port()
+            path = gateway_config(d, threads, gp, port(), up, label)
+            p = subprocess.Popen([binary, "--config", path], stdout=subprocess.DEVNULL)
+            procs.append(p)
+            proxies["%s %dt" % (label, threads)] = ("gateway", gp, p)
     try:
         time.sleep(0.5)
         for name, (kind, p, proc) in proxies.items():
