@@ -211,7 +211,28 @@ class Gateway {
       std::cerr << "gateway: " << e.what() << "\n";
       return 1;
     }
-    auto cache = std::make_shared<TokenCache>([this] { return shared_.runtime.load(); }, store);
+    TokenCacheParts parts;
+    parts.context = [this](const Connection& c) {
+      auto current = shared_.runtime.load();
+      RefreshContext ctx;
+      ctx.refresh = current->config.refresh;
+      ctx.lock_lease = current->config.store.redis.lock_lease;
+      ctx.redirect_uri = current->config.admin.public_url + "/oauth/callback";
+      if (auto it = current->routes->integrations.find(c.integration);
+          it != current->routes->integrations.end())
+        ctx.overrides = it->second->config.overrides;
+      return ctx;
+    };
+    parts.successor = [this](const std::string& id) -> std::shared_ptr<Connection> {
+      auto current = shared_.runtime.load();
+      auto it = current->routes->connections.find(id);
+      return it == current->routes->connections.end() ? nullptr : it->second;
+    };
+    parts.endpoint =
+        std::make_shared<HttpsTokenEndpoint>([this] { return shared_.runtime.load()->client_tls; });
+    parts.store = store;
+    parts.lock = store->cluster_lock();
+    auto cache = std::make_shared<TokenCache>(std::move(parts));
     shared_.tokens = cache;
     store_ = store;
 

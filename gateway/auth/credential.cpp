@@ -81,4 +81,25 @@ std::optional<Credential> render_credential(const Connection& c, std::string acc
   return out;
 }
 
+std::shared_ptr<const Credential> make_credential(const Connection& c, TokenGrant g,
+                                                  std::string* error) {
+  std::string ignored;
+  auto cred = render_credential(c, std::move(g.access_token), error ? error : &ignored);
+  if (!cred) return nullptr;
+  cred->refresh_token = std::move(g.refresh_token);
+  if (!cred->refresh_token.empty()) cred->secrets.push_back(cred->refresh_token);
+  cred->issued_at = g.issued_at;
+  cred->expires_at = g.expires_at;
+  cred->version = g.version;
+  return std::make_shared<const Credential>(std::move(*cred));
+}
+
+void carry_credential(const Connection& from, Connection& to) {
+  auto cred = from.current();
+  if (!cred) return;
+  if (auto fresh = make_credential(to, {cred->access_token, cred->refresh_token, cred->issued_at,
+                                        cred->expires_at, cred->version}))
+    to.publish(std::move(fresh));
+}
+
 }  // namespace gw

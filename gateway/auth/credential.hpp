@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gateway/config/config.hpp"
+#include "gateway/config/url.hpp"
 #include "gateway/policy/policy.hpp"
 #include "gateway/snapshot.hpp"
 
@@ -33,16 +34,6 @@ struct Credential {
   std::vector<std::string> secrets;
 };
 
-// Where a connection's requests go, derived from the policy's upstream URL.
-struct UpstreamTarget {
-  std::string host;         // for DNS / connect ("::1" without brackets)
-  std::string port;         // "443" by default
-  std::string host_header;  // Host: value
-  std::string base_path;    // "" or "/api/v2" (no trailing slash)
-  bool ip_literal = false;
-  std::string key() const { return host + ":" + port; }
-};
-
 enum class ConnectionState { ready, refreshing, degraded, needs_reauth, pending_authorization };
 const char* state_name(ConnectionState s);
 
@@ -58,7 +49,7 @@ struct Lifecycle {
   Millis backoff{0};
   // Rejection-driven refreshes: the last one's time, and the requests (hashes of method and
   // path) the vendor rejected even with token `rejected_again_version`, fresh.
-  std::chrono::steady_clock::time_point last_rejection_refresh{};
+  Clock::time_point last_rejection_refresh{};
   std::uint64_t rejected_again_version = 0;
   std::vector<std::size_t> rejected_again;
   // Mirrors state == needs_reauth for the request path, which must not take the mutex.
@@ -90,6 +81,24 @@ class Connection {
 // Printable ASCII only (RFC 6749 VSCHAR, %x20-7E): what may go into a header line as is. A
 // CR or LF in a token or credential would otherwise forge header lines upstream.
 bool visible_ascii(std::string_view value);
+
+// What a credential snapshot is made of, wherever the token came from (bootstrap, refresh,
+// onboarding, the store, a reload's predecessor).
+struct TokenGrant {
+  std::string access_token, refresh_token;
+  Clock::time_point issued_at{}, expires_at = Clock::time_point::max();
+  std::uint64_t version = 0;
+};
+
+// The one recipe for a connection's credential: the injection rendered for `c`, every value
+// that must stay secret listed for redaction (the refresh token among them). Null with
+// `error` set when render_credential refuses.
+std::shared_ptr<const Credential> make_credential(const Connection& c, TokenGrant grant,
+                                                  std::string* error = nullptr);
+
+// Publishes `from`'s credential on `to` (rendered for `to`): how a token refreshed on a
+// connection object that a reload has since replaced reaches its successor.
+void carry_credential(const Connection& from, Connection& to);
 
 // Renders the policy's inject spec for `token` into a Credential. Nullopt with `error` set
 // when a placeholder has no value, or a header value would not be visible ASCII.

@@ -5,7 +5,6 @@
 #include <nlohmann/json.hpp>
 
 #include "gateway/auth/crypto.hpp"
-#include "gateway/proxy/routes.hpp"
 
 namespace gw {
 

@@ -9,12 +9,11 @@
 #include <functional>
 #include <memory>
 
+#include "gateway/auth/token_endpoint.hpp"
 #include "gateway/auth/token_provider.hpp"
 #include "gateway/auth/token_store.hpp"
 
 namespace gw {
-
-struct Runtime;
 
 enum class RefreshTrigger { ahead, rejected, forced, initial };
 
@@ -25,10 +24,31 @@ enum class RefreshTrigger { ahead, rejected, forced, initial };
 constexpr std::chrono::milliseconds kRejectionRefreshInterval{1000};
 constexpr std::size_t kRejectedRequestsKept = 32;
 
+// What a refresh of one connection needs from the configuration current when it starts
+// (a reload may change any of it).
+struct RefreshContext {
+  RefreshConfig refresh;
+  Millis lock_lease{0};      // store.redis.lock_lease; 0: twice refresh.timeout
+  std::string redirect_uri;  // {admin.public_url}/oauth/callback
+  UrlOverrides overrides;    // the connection's integration's
+};
+
+// Everything the token cache depends on, given explicitly (STYLE 7: a seam at each remote
+// dependency; tests pass fakes and a manual clock).
+struct TokenCacheParts {
+  std::function<RefreshContext(const Connection&)> context;
+  // The connection object now routed under `id` (a reload may have replaced the one a
+  // refresh started on), or null.
+  std::function<std::shared_ptr<Connection>(const std::string& id)> successor;
+  std::shared_ptr<TokenEndpoint> endpoint;
+  std::shared_ptr<TokenStore> store;
+  RefreshLock* lock = nullptr;  // the store's cluster lock (redis), else null
+  std::function<Clock::time_point()> now = [] { return Clock::now(); };
+};
+
 class TokenCache final : public TokenProvider {
  public:
-  using RuntimeSource = std::function<std::shared_ptr<const Runtime>()>;
-  TokenCache(RuntimeSource runtime, std::shared_ptr<TokenStore> store);
+  explicit TokenCache(TokenCacheParts parts);
 
   boost::asio::awaitable<CredentialResult> acquire(std::shared_ptr<Connection> c) override;
   boost::asio::awaitable<CredentialResult> rejected(std::shared_ptr<Connection> c,
@@ -43,14 +63,26 @@ class TokenCache final : public TokenProvider {
                              boost::asio::any_io_executor executor);
 
  private:
+  struct Run;  // one refresh's state, phase to phase (token_refresh.cpp)
+
   bool try_begin(Connection& c, bool force, std::string* why);
   boost::asio::awaitable<void> run_refresh(std::shared_ptr<Connection> c, RefreshTrigger trigger);
+  void choose_grant(Run& run) const;
+  boost::asio::awaitable<void> take_lease(Run& run);
+  boost::asio::awaitable<void> request_token(Run& run);
+  void publish(Run& run);
+  boost::asio::awaitable<void> release_lease(Run& run);
+  void settle(Run& run);
+  void report(const Run& run) const;
   CredentialResult unusable(const Connection& c) const;
 
-  RuntimeSource runtime_;
-  std::shared_ptr<TokenStore> store_;
-  RefreshLock* lock_;  // the store's, when it coordinates a cluster (redis); else null
+  TokenCacheParts parts_;
 };
+
+// Backoff after a transient failure: `initial`, then doubling up to `max`; each wait drawn
+// from [half, all] of it ("equal jitter").
+Millis next_backoff(Millis current, const BackoffConfig& config);
+Millis jittered(Millis d);
 
 // The stored form of a connection's credential and state, and back.
 TokenRecord make_record(const Connection& c, const Credential* cred);
@@ -58,5 +90,10 @@ TokenRecord make_record(const Connection& c, const Credential* cred);
 void restore_record(Connection& c, const TokenRecord& record);
 
 bool usable(const Credential* c, Clock::time_point now);
+
+// How much of a token's lifetime may be left when a request starts a refresh ahead of
+// expiry: max(skew, 10% of the lifetime), but never more than half of it, so short tokens
+// cause no storm (SPEC 6.1).
+Clock::duration refresh_ahead_threshold(Clock::duration lifetime, Millis skew);
 
 }  // namespace gw

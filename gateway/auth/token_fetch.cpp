@@ -1,5 +1,7 @@
 #include "gateway/auth/token_fetch.hpp"
 
+#include <boost/asio/this_coro.hpp>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
@@ -8,7 +10,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
-#include "gateway/proxy/routes.hpp"
+#include "gateway/auth/token_endpoint.hpp"
+#include "gateway/config/url.hpp"
 
 namespace gw {
 
@@ -67,6 +70,11 @@ asio::awaitable<TokenResult> fetch_token(asio::any_io_executor executor,
   beast::error_code ignored;
   lowest.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   co_return parse_token_response(parser.get().result_int(), parser.get().body());
+}
+
+asio::awaitable<TokenResult> HttpsTokenEndpoint::exchange(TokenRequest request, Millis timeout) {
+  co_return co_await fetch_token(co_await asio::this_coro::executor, tls_(), std::move(request),
+                                 timeout);
 }
 
 }  // namespace gw

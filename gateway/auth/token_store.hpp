@@ -35,9 +35,13 @@ class StoreError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+class RefreshLock;
+
 class TokenStore {
  public:
   virtual ~TokenStore() = default;
+  // The store's cluster lock when it coordinates replicas (redis), else null.
+  virtual RefreshLock* cluster_lock() { return nullptr; }
   virtual std::map<std::string, TokenRecord> load() = 0;
   // Durable when it returns true.
   virtual bool save(const TokenRecord& record) = 0;
@@ -105,6 +109,7 @@ class RedisStore final : public TokenStore, public RefreshLock {
  public:
   RedisStore(const StoreConfig& config, Millis timeout);
   ~RedisStore() override;
+  RefreshLock* cluster_lock() override { return this; }
   std::map<std::string, TokenRecord> load() override;
   bool save(const TokenRecord& record) override;
   bool remove(const std::string& id) override;

@@ -1,35 +1,6 @@
 #include "gateway/proxy/routes.hpp"
 
-#include <boost/url/parse.hpp>
-
 namespace gw {
-
-std::string parse_upstream(const std::string& url, UpstreamTarget& out) {
-  auto parsed = boost::urls::parse_absolute_uri(url);
-  if (!parsed) return "\"" + url + "\" is not an absolute URL";
-  const auto& u = *parsed;
-  if (u.scheme() != "https") return "\"" + url + "\" must use https";
-  if (u.has_userinfo() || u.has_query() || u.has_fragment())
-    return "\"" + url + "\" must have no user, query or fragment";
-  auto host_type = u.host_type();
-  out.ip_literal =
-      host_type == boost::urls::host_type::ipv4 || host_type == boost::urls::host_type::ipv6;
-  if (host_type == boost::urls::host_type::ipv6) {
-    out.host = std::string(u.host_address());
-  } else if (host_type == boost::urls::host_type::ipv4 ||
-             host_type == boost::urls::host_type::name) {
-    out.host = std::string(u.host());
-  } else {
-    return "\"" + url + "\" has no usable host";
-  }
-  if (out.host.empty()) return "\"" + url + "\" has no host";
-  out.port = u.has_port() ? std::string(u.port()) : "443";
-  out.host_header = std::string(u.encoded_host_and_port());
-  std::string path(u.encoded_path());
-  while (!path.empty() && path.back() == '/') path.pop_back();
-  out.base_path = path;
-  return "";
-}
 
 std::string prepare_connection(Connection& c, const Integration& integration,
                                const StringMap& connection_vars) {
@@ -129,34 +100,31 @@ std::shared_ptr<Connection> make_connection(const ConnectionConfig& cc, const In
     auto at = cc.credentials.find("access_token");
     auto rt = cc.credentials.find("refresh_token");
     if (at != cc.credentials.end() || rt != cc.credentials.end()) {
-      std::string ignored;
-      auto cred = render_credential(*conn, at == cc.credentials.end() ? "" : at->second, &ignored);
-      if (cred) {
-        cred->version = 0;
-        cred->issued_at = Clock::now();
-        cred->refresh_token = rt == cc.credentials.end() ? "" : rt->second;
-        if (cred->refresh_token.size()) cred->secrets.push_back(cred->refresh_token);
-        auto ei = cc.credentials.find("expires_in");
-        if (at == cc.credentials.end())
-          cred->expires_at = Clock::time_point::min();
-        else if (ei != cc.credentials.end())
-          cred->expires_at = cred->issued_at + std::chrono::seconds(std::atoll(ei->second.c_str()));
-        conn->publish(std::make_shared<const Credential>(std::move(*cred)));
-      }
+      TokenGrant g;
+      g.access_token = at == cc.credentials.end() ? "" : at->second;
+      g.refresh_token = rt == cc.credentials.end() ? "" : rt->second;
+      g.issued_at = Clock::now();
+      auto ei = cc.credentials.find("expires_in");
+      if (at == cc.credentials.end())
+        g.expires_at = Clock::time_point::min();
+      else if (ei != cc.credentials.end())
+        g.expires_at = g.issued_at + std::chrono::seconds(std::atoll(ei->second.c_str()));
+      if (auto cred = make_credential(*conn, std::move(g))) conn->publish(std::move(cred));
     } else if (cc.grant == "authorization_code") {
       conn->lifecycle->state = ConnectionState::pending_authorization;
     }
   }
   if (cc.grant == "static") {
-    auto token = cc.credentials.count("access_token") ? cc.credentials.at("access_token") : "";
-    auto cred = render_credential(*conn, token, error);
+    TokenGrant g;
+    g.access_token = cc.credentials.count("access_token") ? cc.credentials.at("access_token") : "";
+    g.issued_at = Clock::now();
+    g.version = 1;
+    auto cred = make_credential(*conn, std::move(g), error);
     if (!cred) {
       *key = "credentials";
       return nullptr;
     }
-    cred->version = 1;
-    cred->issued_at = Clock::now();
-    conn->publish(std::make_shared<const Credential>(std::move(*cred)));
+    conn->publish(std::move(cred));
   }
   return conn;
 }
@@ -227,20 +195,6 @@ void move_token(const Connection& from, Connection& to) {
 }
 
 }  // namespace
-
-void carry_credential(const Connection& from, Connection& to) {
-  auto cred = from.current();
-  if (!cred) return;
-  std::string error;
-  auto fresh = render_credential(to, cred->access_token, &error);
-  if (!fresh) return;
-  fresh->refresh_token = cred->refresh_token;
-  if (!fresh->refresh_token.empty()) fresh->secrets.push_back(fresh->refresh_token);
-  fresh->issued_at = cred->issued_at;
-  fresh->expires_at = cred->expires_at;
-  fresh->version = cred->version;
-  to.publish(std::make_shared<const Credential>(std::move(*fresh)));
-}
 
 std::shared_ptr<const Routes> carry_over(const Routes& old, std::shared_ptr<const Routes> fresh) {
   auto out = fresh;

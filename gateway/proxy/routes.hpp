@@ -52,11 +52,5 @@ std::shared_ptr<const Routes> without_connection(const Routes& routes, const std
 // After a reload: connections that are still the same account (id, integration, vars,
 // grant) keep their tokens and refresh state; connections created at run time are kept.
 std::shared_ptr<const Routes> carry_over(const Routes& old, std::shared_ptr<const Routes> fresh);
-// Publishes `from`'s credential on `to` (rendered for `to`): how a token refreshed on a
-// connection object that a reload has since replaced reaches its successor.
-void carry_credential(const Connection& from, Connection& to);
-
-// Parses an https URL into host, port, Host header and base path. "" or an error text.
-std::string parse_upstream(const std::string& url, UpstreamTarget& out);
 
 }  // namespace gw
