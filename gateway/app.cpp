@@ -167,7 +167,7 @@ class Gateway {
                  {{"max_connections", rt->config.limits.max_connections},
                   {"serving_at_most", caller_cap_},
                   {"hint", "raise the hard limit (ulimit -Hn, LimitNOFILE) to serve more"}});
-    shared_.runtime.store(rt);
+    shared_.writer.commit([&](const std::shared_ptr<const Runtime>&) { return rt; });
     std::shared_ptr<TokenStore> store;
     try {
       store = make_store(rt->config.store, rt->config.refresh.timeout);
@@ -200,12 +200,8 @@ class Gateway {
         }
       }
       if (!created.empty()) routes = with_connections(*routes, created);
-      if (routes != rt->routes) {
-        auto updated = std::make_shared<Runtime>(*rt);
-        updated->routes = routes;
-        rt = updated;
-        shared_.runtime.store(rt);
-      }
+      if (routes != rt->routes)
+        rt = shared_.writer.commit_routes([&](const Routes&) { return routes; });
     } catch (const StoreError& e) {
       log::event(log::Level::error, "cannot open the token store", {{"error", e.what()}});
       std::cerr << "gateway: " << e.what() << "\n";
@@ -384,12 +380,15 @@ class Gateway {
 
   void reload() {
     try {
-      auto current = shared_.runtime.load();
-      auto loaded = load_runtime(file_, current.get());
-      auto rt = std::make_shared<Runtime>(*loaded);
-      rt->routes = carry_over(*current->routes, rt->routes);
+      // Files are read and parsed outside the writer; tokens and run-time connections are
+      // carried over from the runtime current when the reload commits.
+      auto loaded = load_runtime(file_, shared_.runtime.load().get());
+      auto rt = shared_.writer.commit([&](const std::shared_ptr<const Runtime>& current) {
+        auto next = std::make_shared<Runtime>(*loaded);
+        next->routes = carry_over(*current->routes, next->routes);
+        return std::shared_ptr<const Runtime>(std::move(next));
+      });
       log::set_level(log::parse_level(rt->config.log.level));
-      shared_.runtime.store(rt);
       metrics::config_reload(true);
       log::event(log::Level::info, "config reloaded",
                  {{"integrations", rt->routes->integrations.size()},

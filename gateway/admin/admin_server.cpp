@@ -182,10 +182,14 @@ asio::awaitable<bool> AdminServer::loops_answer() {
   co_return round->left.load() == 0;
 }
 
-void AdminServer::publish_routes(std::shared_ptr<const Routes> routes) {
-  auto rt = std::make_shared<Runtime>(*ctx_.shared.runtime.load());
-  rt->routes = std::move(routes);
-  ctx_.shared.runtime.store(rt);
+void AdminServer::add_connection(std::shared_ptr<Connection> conn) {
+  ctx_.shared.writer.commit_routes(
+      [&](const Routes& current) { return with_connection(current, conn); });
+}
+
+void AdminServer::remove_connection(const std::string& id) {
+  ctx_.shared.writer.commit_routes(
+      [&](const Routes& current) { return without_connection(current, id); });
 }
 
 }  // namespace gw

@@ -64,7 +64,9 @@ class AdminServer {
   AdminResponse authorize(const AdminRequest& req, const std::string& id);
   AdminResponse oauth_start(const AdminRequest& req, const std::string& ticket);
   boost::asio::awaitable<AdminResponse> oauth_callback(const AdminRequest& req);
-  void publish_routes(std::shared_ptr<const Routes> routes);
+  // Applied by the runtime writer to the routes current when it commits.
+  void add_connection(std::shared_ptr<Connection> conn);
+  void remove_connection(const std::string& id);
   bool authorized(const AdminRequest& req) const;
 
   boost::asio::io_context& ioc_;

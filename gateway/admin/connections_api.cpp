@@ -139,7 +139,7 @@ asio::awaitable<AdminResponse> AdminServer::put_connection(const AdminRequest& r
   if (!ctx_.store->save(record))
     co_return error_response(http::status::internal_server_error, "store_error",
                              "the token store could not be written");
-  publish_routes(with_connection(*routes, conn));
+  add_connection(conn);
   log::event(log::Level::info, existed ? "connection replaced" : "connection created",
              {{"connection", id}, {"integration", cc.integration}, {"grant", cc.grant}});
   if (cc.grant == "refresh_token" || cc.grant == "client_credentials" || cc.grant == "password")
@@ -169,7 +169,7 @@ asio::awaitable<AdminResponse> AdminServer::delete_connection(const std::string&
     }
   }
   ctx_.store->remove(id);
-  publish_routes(without_connection(*rt->routes, id));
+  remove_connection(id);
   conn->publish(nullptr);
   log::event(log::Level::info, "connection deleted", {{"connection", id}, {"revoked", revoked}});
   AdminResponse res{http::status::no_content, 11};

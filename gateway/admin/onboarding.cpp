@@ -242,7 +242,7 @@ asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& r
     co_return html_page(http::status::internal_server_error, "Authorization failed",
                         "The token store could not be written. Nothing was changed.");
   conn->publish(fresh);
-  publish_routes(with_connection(*ctx_.shared.runtime.load()->routes, conn));
+  add_connection(conn);
   log::event(log::Level::info, "connection authorized",
              {{"connection", t.connection_id}, {"integration", t.integration}});
   co_return html_page(

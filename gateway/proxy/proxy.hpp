@@ -7,7 +7,9 @@
 #include <boost/asio/ssl/context.hpp>
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <mutex>
 
 #include "gateway/auth/token_provider.hpp"
 #include "gateway/config/config.hpp"
@@ -30,8 +32,30 @@ struct Runtime {
   std::string client_tls_digest, server_tls_digest;
 };
 
+// The one writer of the runtime: start, reload and admin edits each hand it a change, a
+// function of the runtime current when the change commits, applied under one mutex and
+// published whole. Readers (every request, on every event loop) load() the snapshot without
+// waiting for a writer. A change computed from a runtime loaded before a co_await would undo
+// whatever committed meanwhile (a reload landing during a slow revoke); a change applied here
+// cannot. Never co_await inside a change.
+class RuntimeWriter {
+ public:
+  explicit RuntimeWriter(Snapshot<Runtime>& runtime) : runtime_(runtime) {}
+  using Change =
+      std::function<std::shared_ptr<const Runtime>(const std::shared_ptr<const Runtime>& current)>;
+  std::shared_ptr<const Runtime> commit(const Change& change);
+  // A change of the routes only (admin edits, onboarding).
+  std::shared_ptr<const Runtime> commit_routes(
+      const std::function<std::shared_ptr<const Routes>(const Routes& current)>& change);
+
+ private:
+  Snapshot<Runtime>& runtime_;
+  std::mutex mutex_;
+};
+
 struct ProxyShared {
   Snapshot<Runtime> runtime;
+  RuntimeWriter writer{runtime};
   std::shared_ptr<TokenProvider> tokens;
   UpstreamCounters upstream;
   std::atomic<bool> draining{false};

@@ -706,3 +706,59 @@ class HardeningTest(WithBrokenVendor):
         self.assertEqual(status, 400, body)
         status, body = self.admin("POST", "/admin/connections/x4/authorize", {"integration": []})
         self.assertEqual(status, 400, body)
+
+
+class RuntimeWriterTest(WithBrokenVendor):
+    """Issue 14: one writer of the runtime. A DELETE whose revoke call is slow used to publish
+    the routes it had read before the call, undoing a reload that landed meanwhile."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.vendor = BrokenVendor(CERT, KEY).start()
+        d = os.path.join(W.path, "revoke-policies")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "slowrevoke.yaml"), "w") as f:
+            f.write("name: slowrevoke\nupstream: %s\noauth:\n  token: {url: %s/token}\n"
+                    "  grants: {refresh_token: {}}\n  revoke: {url: %s/slow-answer}\n"
+                    "inject:\n  header: {name: Authorization, value: 'Bearer {access_token}'}\n"
+                    % (cls.vendor.url, cls.vendor.url, cls.vendor.url))
+        cfg = gateway_config(cls.vendor)
+        cfg["admin"]["token"] = ADMIN_TOKEN
+        cfg["policies"] = cfg["policies"] + [d]
+        cfg["integrations"].append({"name": "slow", "policy": "slowrevoke", "client_id": "cid",
+                                    "client_secret": "cs"})
+        cfg["connections"].append({"id": "doomed", "integration": "slow", "grant": "refresh_token",
+                                   "credentials": {"access_token": TOKEN, "refresh_token": "rt"}})
+        cls.cfg = cfg
+        cls.gw = Gateway(W.path, cfg, name="writer").start()
+
+    def test_a_reload_during_a_slow_revoke_keeps_the_new_routes(self):
+        result = {}
+
+        def delete():
+            c = http.client.HTTPConnection("127.0.0.1", self.gw.admin_port, timeout=10)
+            c.request("DELETE", "/admin/connections/doomed",
+                      headers={"Authorization": "Bearer " + ADMIN_TOKEN})
+            result["status"] = c.getresponse().status
+            c.close()
+
+        t = threading.Thread(target=delete)
+        start = time.time()
+        t.start()
+        time.sleep(0.3)  # the revoke call (1.8 s) is under way
+        cfg = json.loads(json.dumps(self.cfg))
+        cfg["integrations"].append({"name": "extra", "policy": "chime",
+                                    "overrides": {"upstream": self.vendor.url}})
+        cfg["connections"].append({"id": "x", "integration": "extra", "grant": "static",
+                                   "credentials": {"access_token": TOKEN}})
+        self.gw.write_config(cfg)
+        self.gw.signal(signal.SIGHUP)
+        self.gw.wait_lines(lambda l: l.get("msg") == "config reloaded", timeout=5)
+        t.join(10)
+        self.assertEqual(result.get("status"), 204)
+        self.assertGreater(time.time() - start, 1.5)  # the revoke really was slow
+        self.assertEqual(self.vendor.count("/slow-answer"), 1)
+        status, headers, _ = self.gw.request("GET", "/extra/ok")
+        self.assertEqual(status, 200, headers.get("X-Gateway-Error"))
+        status, _, _ = self.gw.request("GET", "/slow/ok")
+        self.assertEqual(status, 400)  # the deleted connection stays deleted
