@@ -31,43 +31,6 @@ std::string Config::locate(const std::string& key) const {
   return it == where.end() ? file.filename().string() : it->second;
 }
 
-std::optional<Cidr> parse_cidr(const std::string& text) {
-  Cidr c;
-  c.text = text;
-  std::string addr = text;
-  auto slash = text.find('/');
-  if (slash != std::string::npos) addr = text.substr(0, slash);
-  if (inet_pton(AF_INET, addr.c_str(), c.bytes.data()) == 1) {
-    c.v6 = false;
-    c.prefix = 32;
-  } else if (inet_pton(AF_INET6, addr.c_str(), c.bytes.data()) == 1) {
-    c.v6 = true;
-    c.prefix = 128;
-  } else {
-    return std::nullopt;
-  }
-  if (slash != std::string::npos) {
-    std::string bits = text.substr(slash + 1);
-    if (bits.empty() || bits.size() > 3 ||
-        bits.find_first_not_of("0123456789") != std::string::npos)
-      return std::nullopt;
-    int n = std::stoi(bits);
-    if (n > c.prefix) return std::nullopt;
-    c.prefix = n;
-  }
-  return c;
-}
-
-bool cidr_contains(const Cidr& cidr, const std::array<std::uint8_t, 16>& addr, bool v6) {
-  if (cidr.v6 != v6) return false;
-  int full = cidr.prefix / 8, rest = cidr.prefix % 8;
-  for (int i = 0; i < full; ++i)
-    if (cidr.bytes[i] != addr[i]) return false;
-  if (rest == 0) return true;
-  std::uint8_t mask = static_cast<std::uint8_t>(0xff << (8 - rest));
-  return (cidr.bytes[full] & mask) == (addr[full] & mask);
-}
-
 namespace {
 
 const std::regex kIntegrationName("^[a-z0-9][a-z0-9-]*$");

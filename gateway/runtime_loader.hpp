@@ -1,0 +1,23 @@
+// Building a Runtime from the config file, and the --check report.
+#pragma once
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gateway/config/config.hpp"
+#include "gateway/proxy/proxy.hpp"
+
+namespace gw {
+
+// Everything a start or reload builds; throws ConfigError on configuration problems. A TLS
+// context whose files are unchanged since `previous` is carried over, not rebuilt.
+std::shared_ptr<const Runtime> load_runtime(const std::filesystem::path& file,
+                                            const Runtime* previous = nullptr);
+
+// One line per problem, to stderr.
+void print_problems(const ConfigError& e);
+// Rows as aligned columns, to stdout.
+void print_table(const std::vector<std::vector<std::string>>& rows);
+
+}  // namespace gw
