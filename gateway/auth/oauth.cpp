@@ -8,6 +8,12 @@
 
 namespace gw {
 
+std::string form_component(std::string_view value) {
+  boost::urls::encoding_opts opts;
+  opts.space_as_plus = true;
+  return boost::urls::encode(value, boost::urls::unreserved_chars, opts);
+}
+
 std::string form_encode(const std::vector<std::pair<std::string, std::string>>& params) {
   std::string out;
   boost::urls::encoding_opts opts;
@@ -44,7 +50,10 @@ std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOv
     url = render(o.token_url);
   if (!url) return std::nullopt;
 
-  std::vector<std::pair<std::string, std::string>> params{{"grant_type", grant}};
+  const GrantSpec* spec = nullptr;
+  if (auto it = o.grants.find(grant); it != o.grants.end()) spec = &it->second;
+  std::vector<std::pair<std::string, std::string>> params{
+      {"grant_type", spec && spec->grant_type ? *spec->grant_type : grant}};
   auto has = [&](const std::string& k) {
     for (const auto& p : params)
       if (p.first == k) return true;
@@ -63,8 +72,6 @@ std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOv
   } else if (grant == "refresh_token") {
     add("refresh_token", extra_value("refresh_token"));
   }
-  const GrantSpec* spec = nullptr;
-  if (auto it = o.grants.find(grant); it != o.grants.end()) spec = &it->second;
   if (spec) {
     for (const auto& [k, t] : spec->params) {
       auto v = render(t);
@@ -77,6 +84,12 @@ std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOv
   ClientAuth auth = spec && spec->client_auth ? *spec->client_auth : o.client_auth;
   switch (auth) {
     case ClientAuth::basic:
+      // RFC 6749 2.3.1: each form-encoded first, so a ':' or '%' in a secret survives.
+      req.headers.emplace_back("Authorization",
+                               "Basic " + crypto::base64(form_component(c.client_id) + ":" +
+                                                         form_component(c.client_secret)));
+      break;
+    case ClientAuth::basic_raw:
       req.headers.emplace_back("Authorization",
                                "Basic " + crypto::base64(c.client_id + ":" + c.client_secret));
       break;

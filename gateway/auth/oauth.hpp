@@ -41,5 +41,7 @@ struct TokenResult {
 TokenResult parse_token_response(unsigned status, std::string_view body);
 
 std::string form_encode(const std::vector<std::pair<std::string, std::string>>& params);
+// One value application/x-www-form-urlencoded (a space as '+').
+std::string form_component(std::string_view value);
 
 }  // namespace gw

@@ -5,6 +5,7 @@
 #include <regex>
 #include <set>
 
+#include "gateway/config/url.hpp"
 #include "gateway/config/yaml_reader.hpp"
 
 namespace gw {
@@ -305,6 +306,25 @@ class ConfigLoader {
           reader_.get(o, ok, "authorize_url", ic.overrides.authorize_url);
           reader_.get(o, ok, "revoke_url", ic.overrides.revoke_url);
           cfg_.where[ok] = reader_.where(o);
+          // Every vendor URL is https (an http one would fail at run time, forever, after
+          // --check passed); only the authorize URL, opened by the browser, may be http to
+          // a loopback host.
+          for (const auto& [name, url] :
+               {std::pair<const char*, const std::string*>{"upstream", &ic.overrides.upstream},
+                {"token_url", &ic.overrides.token_url},
+                {"refresh_url", &ic.overrides.refresh_url},
+                {"revoke_url", &ic.overrides.revoke_url},
+                {"authorize_url", &ic.overrides.authorize_url}}) {
+            if (url->empty()) continue;
+            UpstreamTarget target;
+            bool browser = std::string_view(name) == "authorize_url";
+            bool loopback_http = browser && (url->rfind("http://127.0.0.1", 0) == 0 ||
+                                             url->rfind("http://localhost", 0) == 0 ||
+                                             url->rfind("http://[::1]", 0) == 0);
+            std::string why =
+                loopback_http ? "" : parse_upstream(url->substr(0, url->find('?')), target);
+            if (!why.empty()) reader_.problem(o[name], ok + "." + name, why);
+          }
         }
       }
       cfg_.integrations.push_back(std::move(ic));

@@ -166,16 +166,30 @@ class PolicyLoader {
     return compile(map[key], YamlReader::join(path, key), text);
   }
 
-  // A placeholder in a URL's host must be a declared var with a pattern, so a value such as
-  // "evil.com/x#" can never steer a request (and its credential) to another host.
+  // A placeholder in a URL's scheme or host (also one standing for the URL's start, as in
+  // "{instance_url}/services/data") must be a declared var with a pattern, so a value such as
+  // "evil.com/x#" can never steer a request (and its credential) to another host. A literal
+  // scheme must be https; an authorize URL, which only the browser opens, may be http for a
+  // loopback host.
   void check_host_vars(const Template& t, const YAML::Node& node, const std::string& key,
-                       const Policy& p) {
+                       const Policy& p, bool browser = false) {
     for (const auto& name : t.host_placeholders()) {
       auto it = p.vars.find(name);
       if (it == p.vars.end() || !it->second.pattern)
         reader_.problem(node, key,
                         "placeholder {" + name + "} in the host must be a var with a pattern");
     }
+    const auto& src = t.source();
+    auto scheme_end = src.find("://");
+    if (scheme_end == std::string::npos || src.find('{') < scheme_end) return;
+    auto scheme = src.substr(0, scheme_end);
+    if (scheme == "https") return;
+    auto host =
+        src.substr(scheme_end + 3, src.find_first_of("/?#", scheme_end + 3) - (scheme_end + 3));
+    bool loopback = host.rfind("127.0.0.1", 0) == 0 || host.rfind("localhost", 0) == 0 ||
+                    host.rfind("[::1]", 0) == 0;
+    if (!(browser && scheme == "http" && loopback))
+      reader_.problem(node, key, "must be an https URL (\"" + src + "\")");
   }
 
   TemplateParams params(const YAML::Node& map, const std::string& path) {
@@ -191,11 +205,12 @@ class PolicyLoader {
     std::string text;
     if (!reader_.get(map, path, "client_auth", text)) return std::nullopt;
     if (text == "basic") return ClientAuth::basic;
+    if (text == "basic_raw") return ClientAuth::basic_raw;
     if (text == "body") return ClientAuth::body;
     if (text == "query") return ClientAuth::query;
     if (text == "none") return ClientAuth::none;
     reader_.problem(map["client_auth"], YamlReader::join(path, "client_auth"),
-                    "must be basic, body, query or none");
+                    "must be basic, basic_raw, body, query or none");
     return std::nullopt;
   }
 
@@ -246,7 +261,7 @@ class PolicyLoader {
     if (auto a = n["authorize"];
         a && reader_.check_keys(a, k + ".authorize", {"url", "params", "state"})) {
       o.authorize.url = required_template(a, k + ".authorize", "url");
-      check_host_vars(o.authorize.url, a["url"], k + ".authorize.url", p);
+      check_host_vars(o.authorize.url, a["url"], k + ".authorize.url", p, /*browser=*/true);
       o.authorize.params = params(a, k + ".authorize");
       std::string state;
       if (reader_.get(a, k + ".authorize", "state", state)) {
@@ -257,6 +272,13 @@ class PolicyLoader {
         else
           reader_.problem(a["state"], k + ".authorize.state", "must be param or cookie");
       }
+      // The state must reach the vendor, or every callback fails after the user consented.
+      bool sends_state = false;
+      for (const auto& [name, tpl] : o.authorize.params)
+        sends_state = sends_state || tpl.uses("state");
+      if (o.authorize.state == StateMode::param && !sends_state)
+        reader_.problem(a, k + ".authorize.params",
+                        "state: param needs \"{state}\" among the authorize params");
     }
     auto t = n["token"];
     if (!t) {
@@ -292,9 +314,27 @@ class PolicyLoader {
           }
           GrantSpec spec;
           if (!item.second.IsNull()) {
-            if (!reader_.check_keys(item.second, gk, {"params", "client_auth"})) continue;
+            if (!reader_.check_keys(item.second, gk, {"params", "client_auth", "grant_type"}))
+              continue;
             spec.params = params(item.second, gk);
             spec.client_auth = client_auth(item.second, gk);
+            std::string other;
+            if (reader_.get(item.second, gk, "grant_type", other)) spec.grant_type = other;
+            // What the gateway sets itself for this grant: a param of that name would be
+            // silently dropped. (Comm100's client_credentials needs a redirect_uri of its own,
+            // which the gateway does not set for that grant.)
+            std::set<std::string> reserved{"grant_type", "client_assertion",
+                                           "client_assertion_type"};
+            if (grant == "authorization_code")
+              reserved.insert({"code", "redirect_uri", "code_verifier"});
+            if (grant == "refresh_token") reserved.insert("refresh_token");
+            for (const auto& [name, tpl] : spec.params)
+              if (reserved.count(name))
+                reader_.problem(item.second["params"], gk + ".params." + name,
+                                "is set by the gateway" +
+                                    std::string(name == "grant_type"
+                                                    ? "; write grant_type: beside params instead"
+                                                    : ""));
           }
           o.grants[grant] = std::move(spec);
         }
@@ -305,6 +345,7 @@ class PolicyLoader {
     if (reader_.get_duration(n, k, "refresh_token_lifetime", d)) o.refresh_token_lifetime = d;
     if (auto r = n["revoke"]; r && reader_.check_keys(r, k + ".revoke", {"url", "method"})) {
       o.revoke_url = required_template(r, k + ".revoke", "url");
+      check_host_vars(*o.revoke_url, r["url"], k + ".revoke.url", p);
       reader_.get(r, k + ".revoke", "method", o.revoke_method);
     }
     p.oauth = std::move(o);

@@ -27,7 +27,9 @@ struct VarSpec {
   std::optional<std::string> default_value;
 };
 
-enum class ClientAuth { basic, body, query, none };
+// basic: RFC 6749 2.3.1, id and secret form-encoded, then base64; basic_raw: id:secret as
+// they are (vendors that do not decode).
+enum class ClientAuth { basic, basic_raw, body, query, none };
 enum class StateMode { param, cookie };
 enum class InjectKind { header, query, basic };
 enum class ReplayMode { all, idempotent };
@@ -37,6 +39,7 @@ using TemplateParams = std::vector<std::pair<std::string, Template>>;
 struct GrantSpec {
   TemplateParams params;
   std::optional<ClientAuth> client_auth;  // overrides token.client_auth for this grant
+  std::optional<std::string> grant_type;  // sent instead of the grant's own name
 };
 
 struct OAuthSpec {

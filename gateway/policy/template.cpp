@@ -42,7 +42,9 @@ std::optional<Template> Template::compile(std::string_view source, std::string* 
     }
     if (!literal.empty()) t.pieces_.push_back({false, std::move(literal), false});
     literal.clear();
-    bool in_host = host_begin != std::string_view::npos && i >= host_begin && i < host_end;
+    // Without a literal "://" before it, a placeholder may supply the scheme and host
+    // itself ("{instance_url}/services/data"): it counts as in the host.
+    bool in_host = host_begin == std::string_view::npos || i < host_end;
     t.pieces_.push_back({true, std::string(name), in_host});
     i = close;
   }
