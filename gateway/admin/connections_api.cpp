@@ -154,18 +154,25 @@ asio::awaitable<AdminResponse> AdminServer::delete_connection(const std::string&
   const auto& oauth = conn->policy->oauth;
   auto cred = conn->current();
   bool revoked = false;
-  if (oauth && oauth->revoke_url && cred && !cred->access_token.empty()) {
-    // Best effort: the vendor forgets the token; the gateway forgets it regardless.
-    std::string missing;
-    StringMap extra{{"access_token", cred->access_token}};
-    auto url = oauth->revoke_url->render(
-        [&](std::string_view n) { return lookup_placeholder(*conn, extra, n); }, &missing);
-    if (url) {
-      TokenRequest r{
-          oauth->revoke_method, *url, {{"Authorization", "Bearer " + cred->access_token}}, ""};
-      auto result = co_await fetch_token(co_await asio::this_coro::executor, rt->client_tls, r,
+  auto iit = rt->routes->integrations.find(conn->integration);
+  bool can_revoke =
+      oauth && (oauth->revoke_url || (iit != rt->routes->integrations.end() &&
+                                      !iit->second->config.overrides.revoke_url.empty()));
+  if (can_revoke && cred && (!cred->refresh_token.empty() || !cred->access_token.empty())) {
+    // Best effort (RFC 7009): the vendor forgets the grant, the refresh token if there is one
+    // (which takes its access tokens with it); the gateway forgets it regardless.
+    bool refresh = !cred->refresh_token.empty();
+    std::string error;
+    auto r = build_revoke_request(
+        *conn,
+        iit != rt->routes->integrations.end() ? iit->second->config.overrides : UrlOverrides{},
+        refresh ? cred->refresh_token : cred->access_token,
+        refresh ? "refresh_token" : "access_token", &error);
+    if (r) {
+      auto result = co_await fetch_token(co_await asio::this_coro::executor, rt->client_tls, *r,
                                          rt->config.refresh.timeout);
-      revoked = result.status / 100 == 2 || result.error == "malformed_token_response";
+      // RFC 7009 2.2: 200 with any (or no) body is success.
+      revoked = result.status == 200;
     }
   }
   ctx_.store->remove(id);

@@ -27,6 +27,35 @@ std::string form_encode(const std::vector<std::pair<std::string, std::string>>& 
   return out;
 }
 
+namespace {
+
+// Authenticates the client as the token endpoint wants it: an Authorization header, or
+// client_id and client_secret among the parameters (`add`).
+template <class Add>
+void authenticate_client(const Connection& c, ClientAuth auth, TokenRequest& req, Add&& add) {
+  switch (auth) {
+    case ClientAuth::basic:
+      // RFC 6749 2.3.1: each form-encoded first, so a ':' or '%' in a secret survives.
+      req.headers.emplace_back("Authorization",
+                               "Basic " + crypto::base64(form_component(c.client_id) + ":" +
+                                                         form_component(c.client_secret)));
+      break;
+    case ClientAuth::basic_raw:
+      req.headers.emplace_back("Authorization",
+                               "Basic " + crypto::base64(c.client_id + ":" + c.client_secret));
+      break;
+    case ClientAuth::body:
+    case ClientAuth::query:
+      add("client_id", c.client_id);
+      add("client_secret", c.client_secret);
+      break;
+    case ClientAuth::none:
+      break;
+  }
+}
+
+}  // namespace
+
 std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOverrides& urls,
                                                 const std::string& grant, const StringMap& extra,
                                                 std::string* error) {
@@ -82,25 +111,7 @@ std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOv
   TokenRequest req;
   req.method = o.token_method;
   ClientAuth auth = spec && spec->client_auth ? *spec->client_auth : o.client_auth;
-  switch (auth) {
-    case ClientAuth::basic:
-      // RFC 6749 2.3.1: each form-encoded first, so a ':' or '%' in a secret survives.
-      req.headers.emplace_back("Authorization",
-                               "Basic " + crypto::base64(form_component(c.client_id) + ":" +
-                                                         form_component(c.client_secret)));
-      break;
-    case ClientAuth::basic_raw:
-      req.headers.emplace_back("Authorization",
-                               "Basic " + crypto::base64(c.client_id + ":" + c.client_secret));
-      break;
-    case ClientAuth::body:
-    case ClientAuth::query:
-      add("client_id", c.client_id);
-      add("client_secret", c.client_secret);
-      break;
-    case ClientAuth::none:
-      break;
-  }
+  authenticate_client(c, auth, req, add);
   req.headers.emplace_back("Accept", "application/json");
   if (req.method == "GET") {
     req.url = *url + (url->find('?') == std::string::npos ? "?" : "&") + form_encode(params);
@@ -109,6 +120,37 @@ std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOv
     req.body = form_encode(params);
     req.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
   }
+  return req;
+}
+
+std::optional<TokenRequest> build_revoke_request(const Connection& c, const UrlOverrides& urls,
+                                                 const std::string& token, std::string_view hint,
+                                                 std::string* error) {
+  const OAuthSpec& o = *c.policy->oauth;
+  std::string url = urls.revoke_url;
+  if (url.empty()) {
+    if (!o.revoke_url) {
+      if (error) *error = "the policy has no revoke URL";
+      return std::nullopt;
+    }
+    std::string missing;
+    auto rendered = o.revoke_url->render(
+        [&](std::string_view n) { return lookup_placeholder(c, {}, n); }, &missing);
+    if (!rendered) {
+      if (error) *error = "no value for {" + missing + "}";
+      return std::nullopt;
+    }
+    url = *rendered;
+  }
+  std::vector<std::pair<std::string, std::string>> params{{"token", token},
+                                                          {"token_type_hint", std::string(hint)}};
+  auto add = [&](const std::string& k, const std::string& v) { params.emplace_back(k, v); };
+  TokenRequest req;
+  req.method = "POST";  // RFC 7009 2.1
+  req.url = url;
+  authenticate_client(c, o.client_auth, req, add);
+  req.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+  req.body = form_encode(params);
   return req;
 }
 

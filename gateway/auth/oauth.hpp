@@ -26,6 +26,12 @@ std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOv
                                                 const std::string& grant, const StringMap& extra,
                                                 std::string* error);
 
+// An RFC 7009 revocation of `token` (hint: refresh_token or access_token): a form POST to the
+// override's or the policy's revoke URL, the client authenticated as at the token endpoint.
+std::optional<TokenRequest> build_revoke_request(const Connection& c, const UrlOverrides& urls,
+                                                 const std::string& token, std::string_view hint,
+                                                 std::string* error);
+
 enum class TokenFailure { none, permanent, transient };
 
 struct TokenResult {

@@ -297,7 +297,20 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
   run.base_version = run.old ? run.old->version : 0;
   choose_grant(run);
   if (parts_.lock && run.oauth && !run.grant.empty()) co_await take_lease(run);
-  if (!run.skip && !run.adopted) co_await request_token(run);
+  if (!run.skip && !run.adopted) {
+    co_await request_token(run);
+    // A connection that can log in again does (SPEC 4): a password or client_credentials
+    // connection whose refresh is refused runs its own grant once before needs_reauth.
+    if (run.result.failure == TokenFailure::permanent && run.grant == "refresh_token" &&
+        (run.c->grant == "password" || run.c->grant == "client_credentials")) {
+      log::event(log::Level::info, "refresh refused; logging in again",
+                 {{"connection", run.c->id}, {"grant", run.c->grant}, {"error", run.result.error}});
+      run.grant = run.c->grant;
+      run.refresh_token.clear();  // spent: kept only if the new answer brings none
+      run.result = TokenResult{};
+      co_await request_token(run);
+    }
+  }
   run.now = parts_.now();
   publish(run);
   co_await release_lease(run);

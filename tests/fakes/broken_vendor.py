@@ -21,6 +21,7 @@ path chooses the fault:
                     (a vendor echoing the URL: the injected query credential must not return)
   /trace            answers any method, TRACE included, with the request head as its body
   /always-401       401 whatever the token (an endpoint the account may not use)
+  /revoke           200 with an empty body (RFC 7009); last("/revoke") has what was sent
   /frame?kind=K     vendor-controlled framing: conn-cl (Connection: Content-Length), gzip-te
                     (Transfer-Encoding: gzip, chunked), switch (a 101), gw-error (a vendor's own
                     X-Gateway-Error), odd-cl (Content-Length: 0004)
@@ -68,6 +69,11 @@ class BrokenVendor:
     def count(self, path):
         with self.lock:
             return self.stats["requests"].get(path, 0)
+
+    def last(self, path):
+        """The head and body of the last request for `path`."""
+        with self.lock:
+            return self.stats.get("last", {}).get(path)
 
     def connections(self):
         with self.lock:
@@ -124,9 +130,10 @@ class BrokenVendor:
                     if not chunk:
                         return
                     buf += chunk
-                buf = buf[length:]
+                body, buf = buf[:length], buf[length:]
                 with self.lock:
                     self.stats["requests"][path] = self.stats["requests"].get(path, 0) + 1
+                    self.stats.setdefault("last", {})[path] = (head, body)
                 if path in ("/echo-location", "/trace", "/frame"):
                     self._mirror(s, method, target, head, query)
                     served += 1
@@ -186,6 +193,9 @@ class BrokenVendor:
             s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"s" * 10)
             self._wait_for_close(s)
             return False
+        if path == "/revoke":
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            return True
         if path == "/always-401":
             s.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
             return True

@@ -729,8 +729,32 @@ class RuntimeWriterTest(WithBrokenVendor):
                                     "client_secret": "cs"})
         cfg["connections"].append({"id": "doomed", "integration": "slow", "grant": "refresh_token",
                                    "credentials": {"access_token": TOKEN, "refresh_token": "rt"}})
+        cfg["integrations"].append({"name": "slow2", "policy": "slowrevoke", "client_id": "cid",
+                                    "client_secret": "c s+ret",
+                                    "overrides": {"revoke_url": cls.vendor.url + "/revoke"}})
+        cfg["connections"].append({"id": "revoked", "integration": "slow2", "grant": "refresh_token",
+                                   "credentials": {"access_token": TOKEN, "refresh_token": "rt-9"}})
         cls.cfg = cfg
         cls.gw = Gateway(W.path, cfg, name="writer").start()
+
+    def test_delete_revokes_as_rfc_7009_says_at_the_override(self):
+        # Issue 16: DELETE sent "Bearer <token>" with an empty body to the policy's real
+        # revoke URL, ignoring overrides.revoke_url; an RFC 7009 server answers that with 400.
+        before = self.vendor.count("/slow-answer")
+        c = http.client.HTTPConnection("127.0.0.1", self.gw.admin_port, timeout=10)
+        c.request("DELETE", "/admin/connections/revoked",
+                  headers={"Authorization": "Bearer " + ADMIN_TOKEN})
+        self.assertEqual(c.getresponse().status, 204)
+        c.close()
+        self.assertEqual(self.vendor.count("/slow-answer"), before)  # the policy's URL: untouched
+        head, body = self.vendor.last("/revoke")
+        self.assertTrue(head.startswith(b"POST /revoke "), head)
+        self.assertIn(b"application/x-www-form-urlencoded", head.lower())
+        self.assertEqual(urllib.parse.parse_qs(body.decode()),
+                         {"token": ["rt-9"], "token_type_hint": ["refresh_token"],
+                          "client_id": ["cid"], "client_secret": ["c s+ret"]})
+        self.assertTrue(self.gw.wait_lines(lambda l: l.get("msg") == "connection deleted" and
+                                           l.get("revoked") is True))
 
     def test_a_reload_during_a_slow_revoke_keeps_the_new_routes(self):
         result = {}

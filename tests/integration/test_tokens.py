@@ -99,6 +99,26 @@ class TokenTest(unittest.TestCase):
                 finally:
                     env.close()
 
+    def test_password_connection_logs_in_again_when_its_refresh_token_dies(self):
+        # Issue 16: it answered 503 forever although it holds the password.
+        env = Env("comm100", "comm100", {"id": "c", "grant": "password",
+                                         "credentials": {"email": "agent@acme.example",
+                                                         "password": PASSWORD}},
+                  ["--user", "agent@acme.example:" + PASSWORD], {"vars": {"site_id": "42"}},
+                  name="relogin")
+        try:
+            env.wait_token()
+            env.sim.control("/_sim/config", {"fail_token": {"count": 1, "status": 400,
+                                                            "body": {"error": "invalid_grant"}}})
+            env.sim.control("/_sim/revoke", {})
+            env.sim.control("/_sim/reset", {})
+            status, _, body = env.gw.request("GET", "/api/livechat/x")
+            self.assertEqual(status, 200, body)
+            self.assertEqual(env.sim.state()["token_requests"], 2)  # refresh refused, then login
+            self.assertEqual(env.refreshes(trigger="rejected", result="ok")[0]["grant"], "password")
+        finally:
+            env.close()
+
     def test_refresh_ahead_keeps_callers_clear_of_expiry(self):
         rt = seed_refresh()
         env = Env("chime", "chime", {"id": "c", "grant": "refresh_token",
