@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sys/resource.h>
 
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -21,6 +22,7 @@
 
 #include "gateway/admin/admin_server.hpp"
 #include "gateway/auth/token_cache.hpp"
+#include "gateway/config/watch.hpp"
 #include "gateway/observability/log.hpp"
 #include "gateway/observability/metrics.hpp"
 #include "gateway/proxy/proxy.hpp"
@@ -183,8 +185,16 @@ class Gateway {
                 {"threads", threads},
                 {"integrations", rt->routes->integrations.size()},
                 {"connections", rt->routes->connections.size()}});
+    std::thread watcher([this] { watch_files(); });
+    pthread_setname_np(watcher.native_handle(), "gw-watch");
     workers_[0]->ioc.run();
     for (auto& t : pool) t.join();
+    {
+      std::lock_guard lock(watch_mutex_);
+      watch_stop_ = true;
+    }
+    watch_wake_.notify_all();
+    watcher.join();
     // Removing the signal set restores the default actions; a late SIGTERM (a supervisor
     // repeating itself) must not turn a clean drained exit into death by signal.
     signals.reset();
@@ -306,6 +316,25 @@ class Gateway {
     }
   }
 
+  // Every 2 s, off the event loops: when what the running config was built from changed
+  // (the config file, a ${file:} source, a policy folder, through a Kubernetes `..data`
+  // symlink swap too), the first loop reloads exactly as on SIGHUP; a broken result is
+  // refused there and the old config keeps serving, until the files change again.
+  void watch_files() {
+    std::string seen = watched_digest(shared_.runtime.load()->config);
+    std::unique_lock lock(watch_mutex_);
+    while (!watch_wake_.wait_for(lock, std::chrono::seconds(2), [this] { return watch_stop_; })) {
+      lock.unlock();
+      auto now = watched_digest(shared_.runtime.load()->config);
+      if (now != seen) {
+        seen = now;
+        log::info("watched files changed: reloading");
+        asio::post(workers_[0]->ioc, [this] { reload(); });
+      }
+      lock.lock();
+    }
+  }
+
   void drain() {
     if (shared_.draining.exchange(true)) return;
     log::info("draining: listeners closed, finishing in-flight requests");
@@ -331,6 +360,9 @@ class Gateway {
   }
 
   std::filesystem::path file_;
+  std::mutex watch_mutex_;
+  std::condition_variable watch_wake_;
+  bool watch_stop_ = false;
   ProxyShared shared_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<tcp::acceptor> acceptor_;  // the proxy listener, on workers_[0]

@@ -75,6 +75,7 @@ class ConfigLoader {
     log((*root)["log"]);
     integrations((*root)["integrations"]);
     connections((*root)["connections"]);
+    cfg_.referenced_files = reader_.files_read();
     return std::move(cfg_);
   }
 

@@ -161,6 +161,8 @@ struct Config {
   LogConfig log;
   std::vector<IntegrationConfig> integrations;
   std::vector<ConnectionConfig> connections;
+  // The files behind ${file:} values: watched with the config and the policy folders.
+  std::vector<std::filesystem::path> referenced_files;
   // "key.path" -> "file:line", for messages about cross-references found after parsing.
   std::map<std::string, std::string> where;
 

@@ -102,6 +102,7 @@ std::optional<std::string> YamlReader::scalar(const YAML::Node& node, const std:
     } else if (ref.rfind("file:", 0) == 0) {
       std::filesystem::path p = ref.substr(5);
       if (p.is_relative()) p = file_.parent_path() / p;
+      files_read_.push_back(p);
       std::ifstream in(p, std::ios::binary);
       if (!in) {
         problem(node, key, "cannot read file " + p.string());

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "gateway/config/config.hpp"
 
@@ -50,6 +51,8 @@ class YamlReader {
   std::optional<std::string> scalar(const YAML::Node& node, const std::string& key);
 
   static std::string join(const std::string& path, std::string_view key);
+  // Every file a ${file:} reference read, in order (what a watcher must follow).
+  const std::vector<std::filesystem::path>& files_read() const { return files_read_; }
   // `value` quoted for a message, or, when it came from a reference, the reference's name.
   std::string shown(const YAML::Node& node, const std::string& value) const;
 
@@ -61,6 +64,7 @@ class YamlReader {
   std::string name_;
   Problems& problems_;
   bool references_;
+  std::vector<std::filesystem::path> files_read_;
 };
 
 template <typename Int>
