@@ -291,6 +291,17 @@ class Gateway {
   }
 
   void reload() {
+    // What this reload reads, whether it succeeds or is refused: the watcher compares the
+    // files with it, so a SIGHUP after an edit does not make it reload the same files again.
+    struct Remember {
+      Gateway& g;
+      ~Remember() {
+        auto digest = watched_digest(g.shared_.runtime.load()->config);
+        std::lock_guard lock(g.watch_mutex_);
+        g.watched_ = digest;
+        g.last_loaded_ = std::move(digest);
+      }
+    } remember{*this};
     try {
       // Files are read and parsed outside the writer; tokens and run-time connections are
       // carried over from the runtime current when the reload commits.
@@ -321,17 +332,26 @@ class Gateway {
   // symlink swap too), the first loop reloads exactly as on SIGHUP; a broken result is
   // refused there and the old config keeps serving, until the files change again.
   void watch_files() {
-    std::string seen = watched_digest(shared_.runtime.load()->config);
+    auto first = watched_digest(shared_.runtime.load()->config);
     std::unique_lock lock(watch_mutex_);
+    watched_ = std::move(first);
     while (!watch_wake_.wait_for(lock, std::chrono::seconds(2), [this] { return watch_stop_; })) {
       lock.unlock();
       auto now = watched_digest(shared_.runtime.load()->config);
-      if (now != seen) {
-        seen = now;
-        log::info("watched files changed: reloading");
-        asio::post(workers_[0]->ioc, [this] { reload(); });
-      }
       lock.lock();
+      if (now != watched_) {
+        watched_ = now;  // once per change, even if the reload is refused
+        log::info("watched files changed: reloading");
+        asio::post(workers_[0]->ioc, [this, now] {
+          // A SIGHUP may have reloaded these very files meanwhile.
+          std::string loaded;
+          {
+            std::lock_guard guard(watch_mutex_);
+            loaded = last_loaded_;
+          }
+          if (loaded != now) reload();
+        });
+      }
     }
   }
 
@@ -363,6 +383,8 @@ class Gateway {
   std::mutex watch_mutex_;
   std::condition_variable watch_wake_;
   bool watch_stop_ = false;
+  std::string watched_;      // the files' digest the watcher last acted on
+  std::string last_loaded_;  // the files' digest the last reload read
   ProxyShared shared_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<tcp::acceptor> acceptor_;  // the proxy listener, on workers_[0]
