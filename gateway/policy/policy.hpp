@@ -17,6 +17,10 @@ namespace gw {
 
 // The placeholders the gateway fills itself: no var may be named like one (SPEC 4).
 bool is_builtin_placeholder(std::string_view name);
+// Why a var pattern is refused before std::regex compiles it ("" when it is not): at most 256
+// characters, repeat counts whose product stays under 100,000, and no repeated group that
+// itself repeats or has alternatives (exponential backtracking).
+std::string pattern_limits_problem(std::string_view pattern);
 // The longest value a var with a pattern may take (std::regex recurses per character).
 constexpr std::size_t kMaxVarBytes = 1024;
 

@@ -1,5 +1,9 @@
 // The plain-TCP instantiation of the downstream session.
+#include "gateway/proxy/session_caller.hpp"
+#include "gateway/proxy/session_errors.hpp"
 #include "gateway/proxy/session_impl.hpp"
+#include "gateway/proxy/session_relay.hpp"
+#include "gateway/proxy/session_upstream.hpp"
 
 namespace gw {
 
