@@ -29,22 +29,43 @@ bool usable_request_id(std::string_view id) {
   return true;
 }
 
+std::string_view traceparent_trace_id(std::string_view tp) {
+  // version "-" trace-id "-" parent-id "-" flags; a future version may append "-..." fields.
+  if (tp.size() < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-') return {};
+  if (tp.size() > 55 && tp[55] != '-') return {};
+  auto hex = [](std::string_view s) {
+    for (char c : s)
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    return true;
+  };
+  auto version = tp.substr(0, 2), id = tp.substr(3, 32), parent = tp.substr(36, 16),
+       flags = tp.substr(53, 2);
+  if (!hex(version) || version == "ff" || !hex(id) || !hex(parent) || !hex(flags)) return {};
+  if (version == "00" && tp.size() != 55) return {};
+  if (id == std::string_view("00000000000000000000000000000000") ||
+      parent == std::string_view("0000000000000000"))
+    return {};
+  return id;
+}
+
 void finish(const Exchange& ex, bool access_log) {
   metrics::request_done(ex.integration.empty() ? "none" : ex.integration, ex.method, ex.status,
                         ms_since(ex.start) / 1000);
   if (!access_log) return;
-  log::access({{"request_id", ex.request_id},
-               {"integration", ex.integration},
-               {"connection", ex.connection},
-               {"method", ex.method},
-               {"path", ex.path},
-               {"status", ex.status},
-               {"upstream_status", ex.upstream_status},
-               {"duration_ms", std::round(ms_since(ex.start) * 1000) / 1000},
-               {"upstream_ms", std::round(ex.upstream_ms * 1000) / 1000},
-               {"retried", ex.retried},
-               {"bytes_in", ex.bytes_in},
-               {"bytes_out", ex.bytes_out}});
+  nlohmann::json line = {{"request_id", ex.request_id},
+                         {"integration", ex.integration},
+                         {"connection", ex.connection},
+                         {"method", ex.method},
+                         {"path", ex.path},
+                         {"status", ex.status},
+                         {"upstream_status", ex.upstream_status},
+                         {"duration_ms", std::round(ms_since(ex.start) * 1000) / 1000},
+                         {"upstream_ms", std::round(ex.upstream_ms * 1000) / 1000},
+                         {"retried", ex.retried},
+                         {"bytes_in", ex.bytes_in},
+                         {"bytes_out", ex.bytes_out}};
+  if (!ex.trace_id.empty()) line["trace_id"] = ex.trace_id;
+  log::access(line);
 }
 
 }  // namespace gw

@@ -18,6 +18,7 @@ inline double ms_since(SteadyClock::time_point t) {
 struct Exchange {
   SteadyClock::time_point start = SteadyClock::now();
   std::string request_id, integration, connection, method, path;
+  std::string trace_id;  // from the caller's traceparent (W3C Trace Context), empty without
   unsigned status = 0, upstream_status = 0;
   double upstream_ms = 0;
   bool retried = false;
@@ -29,6 +30,11 @@ std::string new_request_id();
 
 // Whether a caller's X-Request-Id may be kept as ours: 1 to 128 visible ASCII characters.
 bool usable_request_id(std::string_view id);
+
+// The trace id of a W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>"), empty when the header
+// is absent or malformed (an all-zero id is invalid too). Lowercase hex only, as the
+// specification says.
+std::string_view traceparent_trace_id(std::string_view traceparent);
 
 // Counts the exchange in the metrics and, when `access_log`, writes its access-log line.
 void finish(const Exchange& ex, bool access_log);

@@ -184,6 +184,8 @@ inline asio::awaitable<bool> Session<Stream>::handle(RequestParser& parser) {
   ex.request_id = usable_request_id(rid) ? std::string(rid) : new_request_id();
   ex.method = std::string(parser.method_string());
   ex.path = std::string(parser.target());
+  // The traceparent itself is forwarded as any end-to-end header; its trace id is logged.
+  if (auto tp = parser["traceparent"]; !tp.empty()) ex.trace_id = traceparent_trace_id(tp);
   // An unread body makes the connection unusable for a next request.
   bool keep_alive = parser.keep_alive() && !worker_.shared.draining.load();
   // HTTP/1.0 has no chunked framing: such a request's end is uncertain, so the connection

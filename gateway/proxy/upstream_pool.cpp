@@ -194,8 +194,9 @@ void UpstreamPool::give_slot(const std::string& key) {
     waiter->timer->cancel();
     return;
   }
-  auto b = busy_.find(key);
-  if (b != busy_.end() && --b->second == 0) busy_.erase(b);
+  // The entry stays at zero (one per host ever used): erasing it would allocate its node and
+  // key again on the next request.
+  if (auto b = busy_.find(key); b != busy_.end() && b->second > 0) --b->second;
 }
 
 void UpstreamPool::release(std::unique_ptr<UpstreamConnection> c, const UpstreamConfig& config) {

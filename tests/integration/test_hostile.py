@@ -681,6 +681,20 @@ class HardeningTest(WithBrokenVendor):
         self.assertEqual(status, 503)
         self.assertIsNone(headers.get("X-Gateway-Error"))  # the vendor's 503, not ours
 
+    def test_14_traceparent_is_forwarded_and_logged(self):
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        status, _, body = self.gw.request("GET", "/v/trace", headers={"traceparent": tp,
+                                                                      "X-Request-Id": "tp-1"})
+        self.assertEqual(status, 200)
+        self.assertIn(b"traceparent: " + tp.encode(), body)  # what the vendor received
+        lines = self.gw.wait_lines(lambda l: l.get("type") == "access" and
+                                   l.get("request_id") == "tp-1")
+        self.assertEqual(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736")
+        self.gw.request("GET", "/v/ok", headers={"traceparent": "garbage", "X-Request-Id": "tp-2"})
+        lines = self.gw.wait_lines(lambda l: l.get("type") == "access" and
+                                   l.get("request_id") == "tp-2")
+        self.assertNotIn("trace_id", lines[0])
+
     def test_13_small_things(self):
         # HTTP/1.0 with chunked framing is closed after the answer (RFC 9112 6.1).
         out, _, closed = exchange(self.gw.port,

@@ -36,3 +36,22 @@ TEST_CASE("an exchange starts clean") {
   CHECK(ex.bytes_out == 0);
   CHECK(ms_since(ex.start) >= 0);
 }
+
+TEST_CASE("traceparent: the trace id of a well-formed W3C header, else nothing") {
+  CHECK(traceparent_trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") ==
+        "4bf92f3577b34da6a3ce929d0e0e4736");
+  // A later version may append fields.
+  CHECK(traceparent_trace_id("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x") ==
+        "4bf92f3577b34da6a3ce929d0e0e4736");
+  for (const char* bad :
+       {"", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",    // uppercase
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",    // all-zero trace id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",    // all-zero parent
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",    // invalid version
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",  // v00 has no extra
+        "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}) {
+    CAPTURE(bad);
+    CHECK(traceparent_trace_id(bad).empty());
+  }
+}
