@@ -10,24 +10,14 @@
 #include "gateway/policy/policy.hpp"
 #include "gateway/policy/template.hpp"
 #include "gateway/proxy/routes.hpp"
+#include "tests/unit/support/temp_dir.hpp"
 
 using namespace gw;
+using gw::test::kPolicies;
+using gw::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/gwunit-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  fs::path write(const std::string& name, const std::string& text) {
-    std::ofstream(path / name) << text;
-    return path / name;
-  }
-};
 
 std::vector<std::string> problems_of(const fs::path& file) {
   try {
@@ -37,8 +27,6 @@ std::vector<std::string> problems_of(const fs::path& file) {
   }
   return {};
 }
-
-const fs::path kPolicies = fs::path(GATEWAY_SOURCE_DIR) / "policies";
 
 }  // namespace
 

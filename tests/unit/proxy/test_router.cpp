@@ -7,27 +7,15 @@
 
 #include "gateway/policy/policy.hpp"
 #include "gateway/proxy/router.hpp"
+#include "tests/unit/support/temp_dir.hpp"
 
 using namespace gw;
+using gw::test::kPolicies;
+using gw::test::TempDir;
 namespace fs = std::filesystem;
 namespace http = boost::beast::http;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/gwunit-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  fs::path write(const std::string& name, const std::string& text) {
-    std::ofstream(path / name) << text;
-    return path / name;
-  }
-};
-
-const fs::path kPolicies = fs::path(GATEWAY_SOURCE_DIR) / "policies";
 
 // chime: a default connection and an allow list; zd: two connections, no default; chip: one
 // connection, its token injected as a query parameter.
