@@ -103,6 +103,19 @@ class Browser:
     def url(self):
         return self.s("GET", "/url")
 
+    def title_after(self, old, timeout=10):
+        """The page's #title once it is no longer `old`: a click returns before the next page
+        has loaded, and both pages have a #title."""
+        deadline = time.time() + timeout
+        while True:
+            try:
+                title = self.text("#title")
+            except urllib.error.HTTPError:  # the element went away with the old page
+                title = old
+            if title != old or time.time() > deadline:
+                return title
+            time.sleep(0.05)
+
     def close(self):
         try:
             self.call("DELETE", "/session/" + self.session)
@@ -256,7 +269,9 @@ class OnboardingTest(unittest.TestCase):
                 self.assertEqual(self.browser.text("#title"), "Confirm the connection")
                 self.assertIn("acct", self.browser.text("#message"))
                 self.browser.click("#confirm")
-            title = self.browser.text("#title")
+                title = self.browser.title_after("Confirm the connection")
+            else:
+                title = self.browser.text("#title")
             message = self.browser.text("#message")
             records = env.sim.requests()
             return env, title, message
@@ -298,7 +313,8 @@ class OnboardingTest(unittest.TestCase):
                 "var f=document.createElement('form');f.method='post';f.action='/oauth/callback';"
                 "var i=document.createElement('input');i.name='confirm';i.value='guess';"
                 "f.appendChild(i);document.body.appendChild(f);f.submit();"), "args": []})
-            self.assertEqual(self.browser.text("#title"), "Authorization failed")
+            self.assertEqual(self.browser.title_after("Confirm the connection"),
+                             "Authorization failed")
             self.assertEqual(env.sim.state()["token_requests"], 0)
             self.assertEqual(env.admin.call("GET", "/admin/connections/acct")[0], 404)
         finally:
