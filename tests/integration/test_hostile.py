@@ -495,7 +495,10 @@ class HardeningTest(WithBrokenVendor):
         self.assertIn('method="other"', after_text)
         self.assertLessEqual(series(after_text), series(before_text) + 1)
         self.assertLess(abs(len(after_text) - len(before_text)), 2048)  # counts grow, lines don't
-        self.assertLess(growth_kib, 2048)
+        # Under ASan freed memory waits in its quarantine (256 MiB by default): RSS says
+        # nothing there; the normal build is where the bound is measured.
+        if os.environ.get("GATEWAY_SANITIZED") != "1":
+            self.assertLess(growth_kib, 2048)
 
     def test_03_query_credential_never_returns_encoded(self):
         status, headers, _ = self.gw.request("GET", "/q/echo-location?x=1")
