@@ -10,7 +10,6 @@
 #include <nlohmann/json.hpp>
 
 #include <pthread.h>
-#include <sys/resource.h>
 
 #include <condition_variable>
 #include <csignal>
@@ -35,22 +34,6 @@ using tcp = asio::ip::tcp;
 constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
 
 namespace {
-
-// Raises the descriptor soft limit to the hard one and returns how many callers fit in it:
-// each holds its socket and at most one vendor connection; the admin listener, the store,
-// the log and the event loops keep 128 more.
-std::size_t callers_that_fit() {
-  rlimit lim{};
-  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return std::numeric_limits<std::size_t>::max();
-  if (lim.rlim_cur < lim.rlim_max) {
-    rlimit raised = lim;
-    raised.rlim_cur = lim.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
-  }
-  if (lim.rlim_cur == RLIM_INFINITY) return std::numeric_limits<std::size_t>::max();
-  auto fds = static_cast<std::size_t>(lim.rlim_cur);
-  return fds > 128 + 2 ? (fds - 128) / 2 : 1;
-}
 
 class Gateway {
  public:

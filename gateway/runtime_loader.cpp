@@ -4,8 +4,11 @@
 
 #include <openssl/evp.h>
 
+#include <sys/resource.h>
+
 #include <fstream>
 #include <iostream>
+#include <limits>
 
 namespace gw {
 
@@ -154,6 +157,19 @@ int check_config(const std::filesystem::path& config_file) {
   }
   print_table(rows);
   return 0;
+}
+
+std::size_t callers_that_fit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return std::numeric_limits<std::size_t>::max();
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  if (lim.rlim_cur == RLIM_INFINITY) return std::numeric_limits<std::size_t>::max();
+  auto fds = static_cast<std::size_t>(lim.rlim_cur);
+  return fds > 128 + 2 ? (fds - 128) / 2 : 1;
 }
 
 }  // namespace gw

@@ -15,6 +15,11 @@ namespace gw {
 std::shared_ptr<const Runtime> load_runtime(const std::filesystem::path& file,
                                             const Runtime* previous = nullptr);
 
+// Raises the descriptor soft limit to the hard one and returns how many callers fit in it:
+// each holds its socket and at most one vendor connection; the admin listener, the store,
+// the log and the event loops keep 128 more.
+std::size_t callers_that_fit();
+
 // One line per problem, to stderr.
 void print_problems(const ConfigError& e);
 // Rows as aligned columns, to stdout.
