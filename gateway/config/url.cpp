@@ -31,4 +31,22 @@ std::string parse_upstream(const std::string& url, UpstreamTarget& out) {
   return "";
 }
 
+bool is_loopback_authority(std::string_view authority) {
+  auto colon = authority.rfind(':');
+  if (colon != std::string_view::npos && authority.find(']', colon) == std::string_view::npos) {
+    auto port = authority.substr(colon + 1);
+    if (port.empty() || port.find_first_not_of("0123456789") != std::string_view::npos)
+      return false;
+    authority = authority.substr(0, colon);
+  }
+  return authority == "127.0.0.1" || authority == "localhost" || authority == "[::1]";
+}
+
+bool is_loopback_http(std::string_view url) {
+  constexpr std::string_view scheme = "http://";
+  if (url.substr(0, scheme.size()) != scheme) return false;
+  auto rest = url.substr(scheme.size());
+  return is_loopback_authority(rest.substr(0, rest.find_first_of("/?#")));
+}
+
 }  // namespace gw

@@ -1,6 +1,7 @@
 // Vendor URLs as the gateway dials them: parsed with Boost.URL, https only.
 #pragma once
 #include <string>
+#include <string_view>
 
 namespace gw {
 
@@ -16,5 +17,11 @@ struct UpstreamTarget {
 
 // Parses an https URL into host, port, Host header and base path. "" or an error text.
 std::string parse_upstream(const std::string& url, UpstreamTarget& out);
+
+// Whether an authority ("host" or "host:port") is this machine's loopback, exactly:
+// 127.0.0.1, localhost or [::1] ("localhost.evil.example" is not).
+bool is_loopback_authority(std::string_view authority);
+// Whether `url` is http:// to a loopback authority (allowed only for a browser's URL).
+bool is_loopback_http(std::string_view url);
 
 }  // namespace gw

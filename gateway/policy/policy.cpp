@@ -4,6 +4,7 @@
 #include <cctype>
 #include <vector>
 
+#include "gateway/config/url.hpp"
 #include "gateway/config/yaml_reader.hpp"
 
 namespace gw {
@@ -112,9 +113,7 @@ class PolicyLoader {
     if (scheme == "https") return;
     auto host =
         src.substr(scheme_end + 3, src.find_first_of("/?#", scheme_end + 3) - (scheme_end + 3));
-    bool loopback = host.rfind("127.0.0.1", 0) == 0 || host.rfind("localhost", 0) == 0 ||
-                    host.rfind("[::1]", 0) == 0;
-    if (!(browser && scheme == "http" && loopback))
+    if (!(browser && scheme == "http" && is_loopback_authority(host)))
       reader_.problem(node, key, "must be an https URL (\"" + src + "\")");
   }
 

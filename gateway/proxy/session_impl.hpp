@@ -260,8 +260,11 @@ inline asio::awaitable<bool> Session<Stream>::forward(
   RetryPolicy retry(policy.replay, ex.method);
   // Which request a rejection was for, so one the vendor refuses whatever the token stops
   // forcing refreshes (TokenProvider::rejected_again).
-  std::size_t what =
-      std::hash<std::string_view>{}(split.path) ^ (std::hash<std::string_view>{}(ex.method) << 1);
+  // Hashed only when the vendor rejects the token, not on every request.
+  auto what = [&] {
+    return std::hash<std::string_view>{}(split.path) ^
+           (std::hash<std::string_view>{}(ex.method) << 1);
+  };
   for (;;) {
     up_head_fields_end_ = upstream_head(up_head_, req, conn->upstream, split, *cred, ex.request_id);
     auto up_start = SteadyClock::now();
@@ -293,7 +296,7 @@ inline asio::awaitable<bool> Session<Stream>::forward(
 
     if (retry.first_attempt() && token_rejected) {
       if (retry.may_replay(!body.present || body.complete_copy)) {
-        auto renewed = co_await worker_.shared.tokens->rejected(conn, cred, what);
+        auto renewed = co_await worker_.shared.tokens->rejected(conn, cred, what());
         if (renewed.credential) {
           // Drop the rejected answer with its connection; replay with the new token.
           worker_.pool.discard(std::move(up));
@@ -306,11 +309,11 @@ inline asio::awaitable<bool> Session<Stream>::forward(
       } else {
         // Not replayable: the caller gets the vendor's answer; the token is renewed anyway.
         metrics::auth_retry(ex.integration, metrics::RetryResult::not_replayable);
-        asio::co_spawn(worker_.ioc, worker_.shared.tokens->rejected(conn, cred, what),
+        asio::co_spawn(worker_.ioc, worker_.shared.tokens->rejected(conn, cred, what()),
                        asio::detached);
       }
     } else if (retry.replayed()) {
-      if (token_rejected) worker_.shared.tokens->rejected_again(*conn, *cred, what);
+      if (token_rejected) worker_.shared.tokens->rejected_again(*conn, *cred, what());
       metrics::auth_retry(ex.integration, token_rejected ? metrics::RetryResult::rejected_again
                                                          : metrics::RetryResult::replayed);
     }

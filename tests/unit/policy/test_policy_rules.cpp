@@ -10,6 +10,7 @@
 #include "gateway/auth/crypto.hpp"
 #include "gateway/auth/oauth.hpp"
 #include "gateway/config/config.hpp"
+#include "gateway/config/url.hpp"
 #include "gateway/policy/policy.hpp"
 #include "gateway/proxy/routes.hpp"
 
@@ -132,4 +133,16 @@ TEST_CASE("an http:// override is refused at --check") {
   REQUIRE(problems.size() == 1);
   CHECK(problems[0].find("gateway.yaml:6: integrations[0].overrides.token_url:") == 0);
   CHECK(problems[0].find("https") != std::string::npos);
+}
+
+TEST_CASE("loopback means exactly this machine") {
+  for (const char* yes :
+       {"127.0.0.1", "127.0.0.1:8080", "localhost", "localhost:9", "[::1]", "[::1]:443"})
+    CHECK(is_loopback_authority(yes));
+  for (const char* no : {"127.0.0.1.evil.example", "localhost.evil.example", "localhost:x",
+                         "[::1].evil", "evil.example", ""})
+    CHECK_FALSE(is_loopback_authority(no));
+  CHECK(is_loopback_http("http://localhost:9090/oauth/authorize"));
+  CHECK_FALSE(is_loopback_http("http://localhost.evil.example/authorize"));
+  CHECK_FALSE(is_loopback_http("https://localhost/authorize"));
 }
