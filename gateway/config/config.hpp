@@ -85,7 +85,8 @@ struct UpstreamConfig {
   Millis connect_timeout{5000};
   Millis response_timeout{30000};
   Millis idle_timeout{60000};
-  std::size_t max_idle_per_host = 64;
+  // Idle connections kept per host; 0 = as many as were busy at once (max_per_host bounds it).
+  std::size_t max_idle_per_host = 0;
   // Vendor connections in use to one host, per process (an extension of SPEC 3): past it a
   // request waits up to connect_timeout for one to be free, then gets 503 upstream_busy.
   std::size_t max_per_host = 512;

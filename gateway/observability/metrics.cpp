@@ -48,6 +48,13 @@ struct Registry {
           .Name("gateway_upstream_retries_total")
           .Help("Requests sent again on a fresh vendor connection, by reason")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& handshakes =
+      BuildCounter()
+          .Name("gateway_upstream_handshakes_total")
+          .Help("TLS handshakes with vendors, by whether a saved session was resumed")
+          .Register(*registry);
+  prometheus::Counter& handshakes_resumed = handshakes.Add({{"resumed", "true"}});
+  prometheus::Counter& handshakes_full = handshakes.Add({{"resumed", "false"}});
   prometheus::Family<prometheus::Counter>& refreshes =
       BuildCounter()
           .Name("gateway_token_refreshes_total")
@@ -194,6 +201,11 @@ void upstream_stale_retry(const std::string& integration) {
   reg()
       .upstream_retries.Add({{"integration", integration}, {"reason", "stale_connection"}})
       .Increment();
+}
+
+void upstream_handshake(bool resumed) {
+  auto& r = reg();
+  (resumed ? r.handshakes_resumed : r.handshakes_full).Increment();
 }
 
 void token_refresh(const std::string& integration, std::string_view trigger,

@@ -20,6 +20,8 @@ void upstream_done(const std::string& integration, double seconds);
 void auth_retry(const std::string& integration, RetryResult result);
 // A pooled vendor connection was found closed as it was reused; the request went again.
 void upstream_stale_retry(const std::string& integration);
+// A TLS handshake with a vendor completed, resuming a saved session or not.
+void upstream_handshake(bool resumed);
 // trigger: ahead | rejected | forced | initial; result: ok | invalid_grant | error
 void token_refresh(const std::string& integration, std::string_view trigger,
                    std::string_view result, double seconds);

@@ -10,6 +10,9 @@ path chooses the fault:
   /chunked-slowly   a chunked 200 "hello world" whose chunk sizes, data and end arrive apart
   /close-on-reuse   answers the first request of a connection (keep-alive) and closes the
                     connection, unanswered, when a second request arrives on it
+  /close           a 200 with Connection: close, then a clean close (a vendor's load
+                    balancer ending each connection); `handshakes()` counts full and resumed
+                    TLS handshakes
   /slow-answer      a healthy 200, after 1.8 s
   /slow-stream      a healthy 200 whose 3 body pieces arrive 1.3 s apart
   /extra-bytes      an answer followed by bytes past its end, on a kept-alive connection:
@@ -48,7 +51,7 @@ class BrokenVendor:
         self.port = self.sock.getsockname()[1]
         self.url = "https://127.0.0.1:%d" % self.port
         self.lock = threading.Lock()
-        self.stats = {"connections": 0, "requests": {}}
+        self.stats = {"connections": 0, "requests": {}, "full": 0, "resumed": 0}
         self.stopping = False
         self.open = []
 
@@ -75,6 +78,11 @@ class BrokenVendor:
         with self.lock:
             return self.stats.get("last", {}).get(path)
 
+    def handshakes(self):
+        """(full, resumed) TLS handshakes so far."""
+        with self.lock:
+            return self.stats["full"], self.stats["resumed"]
+
     def connections(self):
         with self.lock:
             return self.stats["connections"]
@@ -97,6 +105,7 @@ class BrokenVendor:
             return
         with self.lock:
             self.open.append(s)
+            self.stats["resumed" if s.session_reused else "full"] += 1
         buf = b""
         served = 0
         try:
@@ -162,6 +171,9 @@ class BrokenVendor:
             s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
             return True
+        if path == "/close":
+            s.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+            return False
         if path == "/slow-answer":
             time.sleep(1.8)
             s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
