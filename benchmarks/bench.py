@@ -86,7 +86,19 @@ def children(pid):
     return out
 
 
-def make_certs(d):
+def stop(procs):
+    """SIGTERM to each process still running, then SIGKILL to any not gone within 10 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def make_certs(d, extra_san=""):
     def run(*a):
         subprocess.run(a, check=True, capture_output=True)
     run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -95,19 +107,20 @@ def make_certs(d):
         "-keyout", d + "/up.key", "-out", d + "/up.csr", "-subj", "/CN=upstream")
     with open(d + "/up.ext", "w") as f:
         # nginx and haproxy check the DNS name, the gateway the IP literal it connects to.
-        f.write("subjectAltName=DNS:upstream.bench,IP:127.0.0.1\n")
+        f.write("subjectAltName=DNS:upstream.bench,IP:127.0.0.1%s\n" % extra_san)
     run("openssl", "x509", "-req", "-in", d + "/up.csr", "-CA", d + "/ca.pem", "-CAkey", d + "/ca.key",
         "-CAcreateserial", "-out", d + "/up.pem", "-days", "1", "-extfile", d + "/up.ext")
 
 
-def nginx(d, name, server_block):
+def nginx(d, name, server_block, worker_connections=4096):
     conf = os.path.join(d, name + ".conf")
     with open(conf, "w") as f:
         f.write("""worker_processes 1; daemon off; pid %s/%s.pid; error_log %s/%s.err warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile 65536;
+events { worker_connections %d; }
 http { access_log off; keepalive_requests 1000000;
 %s }
-""" % (d, name, d, name, server_block))
+""" % (d, name, d, name, worker_connections, server_block))
     return subprocess.Popen(["nginx", "-c", conf, "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -117,8 +130,9 @@ def upstream_accepted(status_port):
         return int(r.read().decode().split("\n")[2].split()[0])
 
 
-def wrk(url, connections, duration):
-    r = subprocess.run(["wrk", "-t2", "-c%d" % connections, "-d%ds" % duration, "--latency", url],
+def wrk(url, connections, duration, timeout=None):
+    extra = ["--timeout", timeout] if timeout else []
+    r = subprocess.run(["wrk", "-t2", "-c%d" % connections, "-d%ds" % duration, "--latency"] + extra + [url],
                        capture_output=True, text=True)
     return parse_wrk(r.stdout)
 
@@ -138,9 +152,11 @@ def parse_wrk(out):
 
     worst = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"rps": rps, "requests": total, "p50": pct("50"), "p99": pct("99"),
             "max": ms(float(worst.group(1)), worst.group(2)),
-            "non2xx": int(errors.group(1)) if errors else 0}
+            "non2xx": int(errors.group(1)) if errors else 0,
+            "errors": sum(int(g) for g in sock.groups()) if sock else 0}
 
 
 def upstream_nginx(d, up, status_port=None):
@@ -151,7 +167,7 @@ def upstream_nginx(d, up, status_port=None):
   ssl_certificate_key %s/up.key; location / { return 200 '%s'; } }""" % (up, d, d, BODY) + status)
 
 
-def haproxy(d, threads, listen, up):
+def haproxy(d, threads, listen, up, host="127.0.0.1"):
     """haproxy with `threads` threads injecting the Bearer header, TLS to the upstream."""
     cfg = os.path.join(d, "haproxy%d.cfg" % threads)
     with open(cfg, "w") as f:
@@ -169,22 +185,24 @@ frontend fe
   http-request set-header Authorization "Bearer %s"
   default_backend be
 backend be
-  server up 127.0.0.1:%d ssl verify required ca-file %s/ca.pem verifyhost upstream.bench sni str(upstream.bench) alpn http/1.1
-""" % (threads, listen, TOKEN, up, d))
+  server up %s:%d ssl verify required ca-file %s/ca.pem verifyhost upstream.bench sni str(upstream.bench) alpn http/1.1
+""" % (threads, listen, TOKEN, host, up, d))
     return subprocess.Popen(["haproxy", "-f", cfg], stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(d, "haproxy%d.err" % threads), "w"))
 
 
-def gateway_config(d, threads, listen, admin, up, label="gateway"):
-    """The gateway injecting the same Bearer token (a static Chime connection)."""
+def gateway_config(d, threads, listen, admin, up, label="gateway", host="127.0.0.1",
+                   upstream=None):
+    """The gateway injecting the same Bearer token (a static Chime connection). `upstream`:
+    the upstream section (default: this benchmark's, which keeps 512 idle connections)."""
     cfg = {"listen": {"address": "127.0.0.1", "port": listen},
            "admin": {"address": "127.0.0.1", "port": admin}, "threads": threads,
            "policies": [os.path.join(ROOT, "policies")], "store": {"kind": "memory"},
-           "upstream": {"ca_file": d + "/ca.pem", "max_idle_per_host": 512},
+           "upstream": upstream or {"ca_file": d + "/ca.pem", "max_idle_per_host": 512},
            "log": {"level": "warn", "access_log": False},
            "limits": {"max_connections": 20000},
            "integrations": [{"name": "v", "policy": "chime",
-                             "overrides": {"upstream": "https://127.0.0.1:%d" % up}}],
+                             "overrides": {"upstream": "https://%s:%d" % (host, up)}}],
            "connections": [{"id": "a", "integration": "v", "grant": "static",
                             "credentials": {"access_token": TOKEN}}]}
     path = os.path.join(d, "%s%d.yaml" % (label, threads))
@@ -303,13 +321,7 @@ server { listen 127.0.0.1:%d; location / {
             for sock in held:
                 sock.close()
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(d, ignore_errors=True)
 
