@@ -118,6 +118,7 @@ class Gateway {
     auto cache = std::make_shared<TokenCache>(std::move(parts));
     shared_.tokens = cache;
     store_ = store;
+    share_cooldowns(shared_, *store);
 
     unsigned threads =
         rt->config.threads ? rt->config.threads : std::thread::hardware_concurrency();
@@ -178,6 +179,7 @@ class Gateway {
     }
     watch_wake_.notify_all();
     watcher.join();
+    stop_sharing_cooldowns(*store_);
     // Removing the signal set restores the default actions; a late SIGTERM (a supervisor
     // repeating itself) must not turn a clean drained exit into death by signal.
     signals.reset();

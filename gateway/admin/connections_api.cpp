@@ -44,6 +44,10 @@ nlohmann::json connection_json(const Connection& c) {
       c.policy->oauth->refresh_token_lifetime && cred->issued_at != Clock::time_point{})
     refresh_expires = iso_time(cred->issued_at + *c.policy->oauth->refresh_token_lifetime);
   j["refresh_expires_at"] = refresh_expires;
+  // The vendor's cool-down (SPEC 5.1), while it lasts.
+  auto until_ms = c.lifecycle->rate_limited_until_ms.load();
+  auto until = Clock::time_point(std::chrono::milliseconds(until_ms));
+  j["rate_limited_until"] = until > Clock::now() ? json(iso_time(until)) : json(nullptr);
   j["vars"] = c.vars;
   return j;
 }

@@ -54,6 +54,9 @@ struct Lifecycle {
   std::vector<std::size_t> rejected_again;
   // Mirrors state == needs_reauth for the request path, which must not take the mutex.
   std::atomic<bool> needs_reauth{false};
+  // The vendor's cool-down (SPEC 5.1): Unix ms until which it asked this connection to wait,
+  // 0 when it never did. Wall-clock, so that every replica agrees on it.
+  std::atomic<std::int64_t> rate_limited_until_ms{0};
 };
 
 // One authorized vendor account. The identity and rendered values are fixed at creation;

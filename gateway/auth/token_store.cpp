@@ -1,5 +1,7 @@
 #include "gateway/auth/token_store.hpp"
 
+#include <charconv>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -220,6 +222,10 @@ return 0)";
 
 }  // namespace
 
+// On `{prefix}updates`, beside the ids of changed records: "rate_limited <unix ms> <id>" for
+// a vendor's cool-down (ids never hold a space).
+constexpr std::string_view kCooldownMessage = "rate_limited ";
+
 struct RedisStore::Notifications {
   struct Waiter {
     std::string id;
@@ -229,6 +235,7 @@ struct RedisStore::Notifications {
   std::uint64_t all = 0;                        // bumped whenever messages may have been missed
   std::map<std::string, std::uint64_t> per_id;  // bumped by each message about a record
   std::list<Waiter> waiters;
+  std::function<void(const std::string&, std::int64_t)> on_cooldown;
 
   std::uint64_t generation_locked(const std::string& id) const {
     auto it = per_id.find(id);
@@ -237,6 +244,23 @@ struct RedisStore::Notifications {
   std::uint64_t generation(const std::string& id) {
     std::lock_guard lock(mutex);
     return generation_locked(id);
+  }
+
+  // On the Redis client's thread: a cool-down another replica (or this one) published.
+  void cooldown(std::string_view message) {
+    message.remove_prefix(kCooldownMessage.size());
+    auto space = message.find(' ');
+    if (space == std::string_view::npos) return;
+    std::int64_t until = 0;
+    auto digits = message.substr(0, space);
+    if (std::from_chars(digits.data(), digits.data() + digits.size(), until).ec != std::errc{})
+      return;
+    std::function<void(const std::string&, std::int64_t)> handler;
+    {
+      std::lock_guard lock(mutex);
+      handler = on_cooldown;
+    }
+    if (handler) handler(std::string(message.substr(space + 1)), until);
   }
 
   // On the Redis client's thread: wake whoever waits on `id` (everyone for "").
@@ -264,11 +288,31 @@ RedisStore::RedisStore(const StoreConfig& config, Millis timeout)
   } catch (const std::invalid_argument& e) {
     throw StoreError(e.what());
   }
-  redis_->subscribe(prefix_ + "updates",
-                    [n = notifications_](const std::string& id) { n->notify(id); });
+  redis_->subscribe(prefix_ + "updates", [n = notifications_](const std::string& message) {
+    if (message.starts_with(kCooldownMessage))
+      n->cooldown(message);
+    else
+      n->notify(message);
+  });
 }
 
 RedisStore::~RedisStore() = default;
+
+boost::asio::awaitable<void> TokenStore::publish_cooldown(std::string, std::int64_t) {
+  co_return;
+}
+
+boost::asio::awaitable<void> RedisStore::publish_cooldown(std::string id, std::int64_t until_ms) {
+  // Best effort: a replica that misses it learns the cool-down from the vendor's next 429.
+  RedisClient::Command cmd{"PUBLISH", prefix_ + "updates",
+                           std::string(kCooldownMessage) + std::to_string(until_ms) + " " + id};
+  co_await redis_->exec(std::move(cmd));
+}
+
+void RedisStore::on_cooldown(std::function<void(const std::string&, std::int64_t)> handler) {
+  std::lock_guard lock(notifications_->mutex);
+  notifications_->on_cooldown = std::move(handler);
+}
 
 bool RedisStore::reachable() const {
   return redis_->reachable();

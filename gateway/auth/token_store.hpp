@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -47,6 +48,11 @@ class TokenStore {
   virtual bool save(const TokenRecord& record) = 0;
   virtual bool remove(const std::string& id) = 0;
   virtual bool reachable() const { return true; }
+  // Vendor cool-downs shared between replicas (SPEC 5.1): the redis store publishes each and
+  // hands every one it hears of (its own included) to the handler, from its own thread. A
+  // store of one process shares nothing.
+  virtual boost::asio::awaitable<void> publish_cooldown(std::string id, std::int64_t until_ms);
+  virtual void on_cooldown(std::function<void(const std::string& id, std::int64_t until_ms)>) {}
 };
 
 class MemoryStore final : public TokenStore {
@@ -114,6 +120,8 @@ class RedisStore final : public TokenStore, public RefreshLock {
   bool save(const TokenRecord& record) override;
   bool remove(const std::string& id) override;
   bool reachable() const override;
+  boost::asio::awaitable<void> publish_cooldown(std::string id, std::int64_t until_ms) override;
+  void on_cooldown(std::function<void(const std::string&, std::int64_t)> handler) override;
 
   boost::asio::awaitable<Outcome> acquire(std::string id, std::string owner, Millis lease) override;
   boost::asio::awaitable<bool> renew(std::string id, std::string owner, Millis lease) override;

@@ -276,7 +276,7 @@ class ConfigLoader {
       const YAML::Node& e = n[i];
       if (!reader_.check_keys(e, k,
                               {"name", "policy", "client_id", "client_secret", "vars",
-                               "default_connection", "allow", "overrides"}))
+                               "default_connection", "allow", "overrides", "rate_limit"}))
         continue;
       IntegrationConfig ic;
       ic.where = reader_.where(e);
@@ -296,6 +296,16 @@ class ConfigLoader {
       cfg_.where[k + ".vars"] = reader_.where(e["vars"] ? e["vars"] : e);
       if (reader_.get(e, k, "default_connection", ic.default_connection))
         cfg_.where[k + ".default_connection"] = reader_.where(e["default_connection"]);
+      if (std::string mode; reader_.get(e, k, "rate_limit", mode)) {
+        if (mode == "enforce")
+          ic.rate_limit = RateLimitMode::enforce;
+        else if (mode == "observe")
+          ic.rate_limit = RateLimitMode::observe;
+        else if (mode == "off")
+          ic.rate_limit = RateLimitMode::off;
+        else
+          reader_.problem(e["rate_limit"], k + ".rate_limit", "must be enforce, observe or off");
+      }
       if (auto a = e["allow"]) allow_rules(a, k + ".allow", ic);
       if (auto o = e["overrides"]) {
         std::string ok = k + ".overrides";

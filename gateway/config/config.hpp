@@ -128,6 +128,9 @@ struct UrlOverrides {
   std::string upstream, token_url, refresh_url, authorize_url, revoke_url;
 };
 
+// What a vendor's 429/503 with Retry-After does to a connection (SPEC 5.1).
+enum class RateLimitMode { enforce, observe, off };
+
 struct IntegrationConfig {
   std::string name;
   std::string policy;
@@ -136,6 +139,7 @@ struct IntegrationConfig {
   std::string default_connection;
   std::optional<std::vector<AllowRule>> allow;
   UrlOverrides overrides;
+  RateLimitMode rate_limit = RateLimitMode::enforce;
   std::string where;  // "file:line" of the entry, for later cross-checks
 };
 

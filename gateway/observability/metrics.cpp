@@ -48,6 +48,11 @@ struct Registry {
           .Name("gateway_upstream_retries_total")
           .Help("Requests sent again on a fresh vendor connection, by reason")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& rate_limited =
+      BuildCounter()
+          .Name("gateway_rate_limited_total")
+          .Help("Requests during a vendor's cool-down, answered by the gateway or observed")
+          .Register(*registry);
   prometheus::Family<prometheus::Counter>& handshakes =
       BuildCounter()
           .Name("gateway_upstream_handshakes_total")
@@ -201,6 +206,12 @@ void upstream_stale_retry(const std::string& integration) {
   reg()
       .upstream_retries.Add({{"integration", integration}, {"reason", "stale_connection"}})
       .Increment();
+}
+
+void rate_limited(const std::string& integration, std::string_view action) {
+  cached(reg().rate_limited, series_key(integration, action), [&] {
+    return prometheus::Labels{{"integration", integration}, {"action", std::string(action)}};
+  }).Increment();
 }
 
 void upstream_handshake(bool resumed) {

@@ -20,6 +20,9 @@ void upstream_done(const std::string& integration, double seconds);
 void auth_retry(const std::string& integration, RetryResult result);
 // A pooled vendor connection was found closed as it was reused; the request went again.
 void upstream_stale_retry(const std::string& integration);
+// A request during a vendor's cool-down (SPEC 5.1): action is "enforced" (answered 429 by
+// the gateway) or "observed" (sent anyway, rate_limit: observe).
+void rate_limited(const std::string& integration, std::string_view action);
 // A TLS handshake with a vendor completed, resuming a saved session or not.
 void upstream_handshake(bool resumed);
 // trigger: ahead | rejected | forced | initial; result: ok | invalid_grant | error

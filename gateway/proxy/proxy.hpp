@@ -10,8 +10,10 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "gateway/auth/token_provider.hpp"
+#include "gateway/auth/token_store.hpp"
 #include "gateway/config/config.hpp"
 #include "gateway/proxy/routes.hpp"
 #include "gateway/proxy/upstream_pool.hpp"
@@ -61,7 +63,18 @@ struct ProxyShared {
   std::atomic<bool> draining{false};
   std::atomic<std::int64_t> downstream_connections{0};
   std::atomic<std::int64_t> inflight{0};
+  // Hands a vendor's cool-down to the other replicas (set with the redis store, else empty).
+  std::function<boost::asio::awaitable<void>(std::string id, std::int64_t until_ms)>
+      publish_cooldown;
 };
+
+// Vendor cool-downs (SPEC 5.1) through the store: those this process learns are published
+// (publish_cooldown), those other replicas publish land on the connection. Call once the
+// runtime is set; stop_sharing_cooldowns before the runtime goes.
+void share_cooldowns(ProxyShared& shared, TokenStore& store);
+void stop_sharing_cooldowns(TokenStore& store);
+// Moves a connection's cool-down end later (never earlier).
+void raise_cooldown(Lifecycle& lifecycle, std::int64_t until_ms);
 
 // One event loop thread: its io_context, its upstream pool, the connections it serves.
 struct Worker {
@@ -73,6 +86,10 @@ struct Worker {
   // Downstream connections this loop serves: counted up by the accept loop as it hands one
   // over, down when serve_downstream ends.
   std::atomic<std::int64_t> open{0};
+  // Relay buffers no request holds (this loop's only): a session takes one for a request
+  // and gives it back after, so thousands of idle keep-alive callers hold none and the
+  // busy few reuse the same warm memory.
+  std::vector<std::unique_ptr<char[]>> spare_buffers;
 };
 
 // Serves one downstream connection until it closes (plain or TLS per the runtime), then

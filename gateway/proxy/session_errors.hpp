@@ -35,8 +35,10 @@ inline asio::awaitable<void> Session<Stream>::reject_unreadable(beast::error_cod
 template <class Stream>
 inline asio::awaitable<void> Session<Stream>::send_error(Exchange& ex, http::status status,
                                                          std::string_view code, std::string message,
-                                                         bool keep_alive) {
+                                                         bool keep_alive,
+                                                         std::int64_t retry_after_s) {
   auto res = make_error_response(status, code, message, ex.request_id, keep_alive);
+  if (retry_after_s > 0) res.set(http::field::retry_after, std::to_string(retry_after_s));
   ex.status = static_cast<unsigned>(status);
   lowest().expires_after(runtime_->config.limits.idle_timeout);
   auto [ec, n] = co_await http::async_write(stream_, res, nothrow);

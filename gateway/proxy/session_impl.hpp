@@ -32,6 +32,7 @@
 #include "gateway/proxy/framing.hpp"
 #include "gateway/proxy/indexed_parser.hpp"
 #include "gateway/proxy/proxy.hpp"
+#include "gateway/proxy/rate_limit.hpp"
 #include "gateway/proxy/request_rules.hpp"
 #include "gateway/proxy/response_rules.hpp"
 #include "gateway/proxy/retry_policy.hpp"
@@ -46,6 +47,8 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kRelayBufferBytes = 32 * 1024;
+// Relay buffers a loop keeps for the next requests (more in use at once are freed after).
+constexpr std::size_t kSpareBuffers = 256;
 
 namespace {
 
@@ -86,6 +89,11 @@ class Session {
                                 std::shared_ptr<Connection> conn, const SplitTarget& split,
                                 std::shared_ptr<const Credential> cred, bool keep_alive);
   void write_access_log(const Exchange& ex);
+  // The vendor's cool-down (SPEC 5.1, rate_limit.hpp): the seconds left that the gateway
+  // answers for itself (0: send the request), and the cool-down an answer starts.
+  std::int64_t cooldown_left(const Integration& integ, const Connection& conn);
+  void note_cooldown(const Integration& integ, Connection& conn, const ResponseParser& rp,
+                     const Exchange& ex);
 
   // The caller's connection, in this file; its address and request head in
   // session_caller.hpp.
@@ -122,8 +130,10 @@ class Session {
 
   // The gateway's own answers, in session_errors.hpp.
   asio::awaitable<void> reject_unreadable(beast::error_code ec, RequestParser& parser);
+  // `retry_after_s` > 0 adds a Retry-After header.
   asio::awaitable<void> send_error(Exchange& ex, http::status status, std::string_view code,
-                                   std::string message, bool keep_alive);
+                                   std::string message, bool keep_alive,
+                                   std::int64_t retry_after_s = 0);
   asio::awaitable<bool> upstream_failed(Exchange& ex, UpstreamFailure f, const std::string& detail,
                                         bool keep_alive);
   asio::awaitable<bool> caller_body_failed(Exchange& ex, beast::error_code ec);
@@ -171,6 +181,10 @@ inline asio::awaitable<void> Session<Stream>::run() {
     ++worker_.shared.inflight;
     bool keep_alive = co_await handle(parser);
     --worker_.shared.inflight;
+    // Between requests the relay buffer waits with the loop's spares (a few are kept).
+    if (relay_buffer_ && worker_.spare_buffers.size() < kSpareBuffers)
+      worker_.spare_buffers.push_back(std::move(relay_buffer_));
+    relay_buffer_.reset();
     if (!keep_alive) break;
   }
   close();
@@ -193,6 +207,14 @@ inline asio::awaitable<bool> Session<Stream>::handle(RequestParser& parser) {
   if (parser.version() < 11 && parser.chunked()) keep_alive = false;
   Routed r = route(parser, ex);
   if (r.connection) {
+    if (auto left = cooldown_left(*r.integration, *r.connection)) {
+      bool keep = keep_alive && parser.is_done();
+      co_await send_error(
+          ex, http::status::too_many_requests, "rate_limited",
+          "the vendor asked this connection to wait; " + std::to_string(left) + " s left", keep,
+          left);
+      co_return keep;
+    }
     auto got = co_await worker_.shared.tokens->acquire(r.connection);
     if (got.credential)
       co_return co_await forward(parser, ex, *r.integration, std::move(r.connection), *r.split,
@@ -292,6 +314,7 @@ inline asio::awaitable<bool> Session<Stream>::forward(
     ex.upstream_ms += ms_since(up_start);
     ex.upstream_status = rp->status();
     metrics::upstream_done(ex.integration, ms_since(up_start) / 1000);
+    if (starts_cooldown(ex.upstream_status)) note_cooldown(integ, *conn, *rp, ex);
     bool token_rejected = policy.reauth_on.count(ex.upstream_status) > 0;
 
     if (retry.first_attempt() && token_rejected) {
@@ -320,6 +343,40 @@ inline asio::awaitable<bool> Session<Stream>::forward(
     // The replay (the last attempt) always gets here.
     co_return co_await relay_response(*rp, std::move(up), ex, *cred, keep_alive, req.method());
   }
+}
+
+template <class Stream>
+inline std::int64_t Session<Stream>::cooldown_left(const Integration& integ,
+                                                   const Connection& conn) {
+  auto mode = integ.config.rate_limit;
+  auto until = conn.lifecycle->rate_limited_until_ms.load(std::memory_order_relaxed);
+  if (until == 0 || mode == RateLimitMode::off) return 0;  // no clock read on the usual path
+  auto left = cooldown_left_seconds(until, unix_ms(std::chrono::system_clock::now()));
+  if (left == 0) return 0;
+  bool enforced = mode == RateLimitMode::enforce;
+  metrics::rate_limited(integ.config.name, enforced ? "enforced" : "observed");
+  return enforced ? left : 0;
+}
+
+template <class Stream>
+inline void Session<Stream>::note_cooldown(const Integration& integ, Connection& conn,
+                                           const ResponseParser& rp, const Exchange& ex) {
+  if (integ.config.rate_limit == RateLimitMode::off) return;
+  auto now = std::chrono::system_clock::now();
+  auto wait = parse_retry_after(rp[http::field::retry_after], now);
+  if (!wait || wait->count() == 0) return;
+  auto until = unix_ms(now) + std::chrono::duration_cast<std::chrono::milliseconds>(*wait).count();
+  raise_cooldown(*conn.lifecycle, until);
+  log::event(
+      log::Level::warn, "the vendor asked this connection to wait",
+      {{"request_id", ex.request_id},
+       {"integration", ex.integration},
+       {"connection", conn.id},
+       {"status", ex.upstream_status},
+       {"retry_after_s", wait->count()},
+       {"rate_limit", integ.config.rate_limit == RateLimitMode::enforce ? "enforce" : "observe"}});
+  if (worker_.shared.publish_cooldown)
+    asio::co_spawn(worker_.ioc, worker_.shared.publish_cooldown(conn.id, until), asio::detached);
 }
 
 template <class Stream>

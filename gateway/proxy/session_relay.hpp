@@ -105,7 +105,15 @@ inline asio::awaitable<bool> Session<Stream>::relay_response(ResponseParser& rp,
 // relayed one direction at a time), allocated on first use and never zeroed.
 template <class Stream>
 inline char* Session<Stream>::relay_buffer() {
-  if (!relay_buffer_) relay_buffer_ = std::make_unique_for_overwrite<char[]>(kRelayBufferBytes);
+  if (!relay_buffer_) {
+    auto& spare = worker_.spare_buffers;
+    if (spare.empty()) {
+      relay_buffer_ = std::make_unique_for_overwrite<char[]>(kRelayBufferBytes);
+    } else {
+      relay_buffer_ = std::move(spare.back());
+      spare.pop_back();
+    }
+  }
   return relay_buffer_.get();
 }
 

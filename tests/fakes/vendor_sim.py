@@ -24,6 +24,8 @@ Knobs and counters live under /_sim/ (no credentials needed):
   POST /_sim/revoke             revokes every access token issued so far
   POST /_sim/reset              clears the recorded requests and counters
   POST /_sim/tokens             JSON {access_token?, refresh_token?, lifetime?}: registers them
+  POST /_sim/rate_limit         JSON {count, status, retry_after}: the next `count` authorized API
+                                calls get `status` (429) with that Retry-After (counter rate_limited)
 
 Other API paths answer 200 with a JSON echo (with the X-Request-Id it got); a path ending in
 /not-yours answers 401 with any token, one ending in /no-content answers 204. Special paths: /download?bytes=N streams N
@@ -61,6 +63,7 @@ class State:
         self.delay_ms = 0
         self.token_delay_ms = 0
         self.stray = False  # write past bodiless answers (HEAD, 204): the cross-caller fault
+        self.rate_limit = None  # {"count": n, "status": 429, "retry_after": "3"}: the next n API calls
         self.access = {}  # token -> {"expires": t or None, "revoked": bool}
         self.refresh = {}  # token -> {"used": bool}
         self.codes = {}  # code -> {"redirect_uri":..., "state":..., "used": bool}
@@ -68,7 +71,7 @@ class State:
         self.api_keys = {}  # email -> api key (comm100)
         self.counters = {"connections": 0, "requests": 0, "api_requests": 0,
                          "token_requests": 0, "rejected": 0, "api_connections": 0, "refresh_reuse": 0,
-                         "invalid_grant": 0}
+                         "invalid_grant": 0, "rate_limited": 0}
         self.recorded = []
         for spec in args.seed_token or []:
             self.access[spec] = {"expires": None, "revoked": False}
@@ -274,6 +277,12 @@ class Handler(BaseHTTPRequestHandler):
                     if key in cfg:
                         setattr(st, key, cfg[key])
             return self.send_json(200, {"ok": True})
+        if path == "/_sim/rate_limit":  # the next `count` authorized API calls are refused
+            cfg = json.loads(body or b"{}")
+            with st.lock:
+                st.rate_limit = {"count": int(cfg.get("count", 1)), "status": int(cfg.get("status", 429)),
+                                 "retry_after": str(cfg.get("retry_after", "3"))}
+            return self.send_json(200, {"ok": True})
         if path == "/_sim/tokens":
             cfg = json.loads(body or b"{}")
             lifetime = cfg.get("lifetime")
@@ -311,6 +320,14 @@ class Handler(BaseHTTPRequestHandler):
             if payload is None:
                 return self.send_bare(status)
             return self.send_json(status, payload)
+        with st.lock:
+            limited = dict(st.rate_limit) if st.rate_limit and st.rate_limit["count"] > 0 else None
+            if limited:
+                st.rate_limit["count"] -= 1
+        if limited:
+            st.count("rate_limited")
+            return self.send_json(limited["status"], {"error": "rate limited"},
+                                  headers={"Retry-After": limited["retry_after"]})
         if url.path.endswith("/no-content"):
             stray = self.stray_answer() if self.state.stray else b""
             self.send_response(204)

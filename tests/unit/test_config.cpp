@@ -244,3 +244,18 @@ TEST_CASE("a var pattern with huge repeat counts is a clear problem, not undefin
   }
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("an integration's rate_limit: enforce by default, observe, off, nothing else") {
+  TempDir dir;
+#define INTEGRATION "store: {kind: memory}\nintegrations:\n  - name: v\n    policy: chime\n"
+  auto mode = [&](const char* name, const char* text) {
+    return load_config(dir.write(name, text)).integrations[0].rate_limit;
+  };
+  CHECK(mode("d.yaml", INTEGRATION) == RateLimitMode::enforce);
+  CHECK(mode("o.yaml", INTEGRATION "    rate_limit: observe\n") == RateLimitMode::observe);
+  CHECK(mode("f.yaml", INTEGRATION "    rate_limit: off\n") == RateLimitMode::off);
+  auto problems = problems_of(dir.write("bad.yaml", INTEGRATION "    rate_limit: sometimes\n"));
+#undef INTEGRATION
+  REQUIRE(problems.size() == 1);
+  CHECK(problems[0] == "bad.yaml:5: integrations[0].rate_limit: must be enforce, observe or off");
+}
