@@ -27,7 +27,8 @@ class CliTest(unittest.TestCase):
         run = os.path.join(root, ".run")
         os.makedirs(os.path.join(run, "ca"))
         for name, value in (("store.key", "A" * 43 + "="), ("admin.token", "adm"),
-                            ("client.secret", "cs"), ("demo.token", "dt"), ("demo.apikey", "ak")):
+                            ("client.secret", "cs"), ("demo.token", "dt"), ("demo.apikey", "ak"),
+                            ("demo.refresh", "dr")):
             with open(os.path.join(run, name), "w") as f:
                 f.write(value + "\n")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
