@@ -41,8 +41,9 @@ class AdminServer {
   struct Ticket {
     std::string connection_id, integration;
     StringMap vars;
-    std::string state;    // sent to vendors that echo it
-    std::string binding;  // the browser cookie, for vendors that do not (Chime)
+    std::string state;          // sent to vendors that echo it
+    std::string binding;        // the browser cookie, for vendors that do not (Chime)
+    std::string code_verifier;  // PKCE (RFC 7636), empty with pkce: none
     std::chrono::steady_clock::time_point expires;
     bool started = false, used = false;
     // Cookie-bound (state-less) vendors: the code a callback brought, kept until the person

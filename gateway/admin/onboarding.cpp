@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gateway/admin/admin_http.hpp"
+#include "gateway/auth/crypto.hpp"
 #include "gateway/auth/token_fetch.hpp"
 #include "gateway/observability/log.hpp"
 
@@ -71,6 +72,7 @@ AdminResponse AdminServer::authorize(const AdminRequest& req, const std::string&
     return error_response(http::status::bad_request, "bad_request", err);
   t.state = random_token();
   t.binding = random_token();
+  if (policy.oauth->authorize.pkce == PkceMode::s256) t.code_verifier = crypto::pkce_verifier();
   t.expires = std::chrono::steady_clock::now() + kTicketLifetime;
   auto ticket = random_token();
   for (auto it = tickets_.begin(); it != tickets_.end();)  // forget expired tickets
@@ -111,6 +113,10 @@ AdminResponse AdminServer::oauth_start(const AdminRequest&, const std::string& t
       return html_page(http::status::bad_request, "Cannot start", "no value for {" + missing + "}");
     params.emplace_back(k, *v);
   }
+  if (!t.code_verifier.empty()) {
+    params.emplace_back("code_challenge", crypto::pkce_challenge(t.code_verifier));
+    params.emplace_back("code_challenge_method", "S256");
+  }
   std::string location =
       *base + (base->find('?') == std::string::npos ? "?" : "&") + form_encode(params);
   t.started = true;
@@ -126,7 +132,7 @@ AdminResponse AdminServer::oauth_start(const AdminRequest&, const std::string& t
 asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& req) {
   auto parsed = boost::urls::parse_origin_form(req.target());
   if (!parsed) co_return html_page(http::status::bad_request, "Bad callback", "malformed request");
-  std::string code, state, error, confirm;
+  std::string code, state, error, description, confirm;
   for (auto p : parsed->params()) {
     if (p.key == "code")
       code = p.value;
@@ -134,6 +140,8 @@ asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& r
       state = p.value;
     else if (p.key == "error")
       error = p.value;
+    else if (p.key == "error_description")
+      description = p.value.substr(0, 300);  // the vendor's words, shown (escaped) and logged
   }
   bool confirming = req.method() == http::verb::post;
   if (confirming) {
@@ -191,10 +199,14 @@ asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& r
     co_return html_page(http::status::bad_request, "Authorization failed",
                         "Nothing to confirm. Nothing was changed.");
   t.used = true;
-  if (!error.empty() || code.empty())
+  if (!error.empty() || code.empty()) {
+    std::string why = error.empty() ? "no code" : error;
+    if (!description.empty()) why += ": " + description;
+    log::event(log::Level::warn, "onboarding refused by the vendor",
+               {{"connection", t.connection_id}, {"integration", t.integration}, {"error", why}});
     co_return html_page(http::status::bad_request, "Authorization refused",
-                        "The vendor did not grant access (" + (error.empty() ? "no code" : error) +
-                            "). Nothing was changed.");
+                        "The vendor did not grant access (" + why + "). Nothing was changed.");
+  }
   auto iit = rt->routes->integrations.find(t.integration);
   if (iit == rt->routes->integrations.end())  // a reload removed it since the link was made
     co_return html_page(
@@ -206,7 +218,8 @@ asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& r
   if (!conn) co_return html_page(http::status::bad_request, "Authorization failed", err);
   StringMap extra{{"code", code},
                   {"redirect_uri", rt->config.admin.public_url + "/oauth/callback"},
-                  {"state", t.state}};
+                  {"state", t.state},
+                  {"code_verifier", t.code_verifier}};
   auto request =
       build_token_request(*conn, iit->second->config.overrides, "authorization_code", extra, &err);
   if (!request) co_return html_page(http::status::bad_request, "Authorization failed", err);

@@ -1,5 +1,7 @@
 #include "gateway/auth/crypto.hpp"
 
+#include <openssl/sha.h>
+
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -87,6 +89,27 @@ std::optional<std::string> unbase64(std::string_view text) {
   if (text.size() > 1 && text[text.size() - 2] == '=') ++pad;
   out.resize(static_cast<std::size_t>(n) - pad);
   return out;
+}
+
+std::string base64url(std::string_view data) {
+  std::string out = base64(data);
+  for (auto& c : out) c = c == '+' ? '-' : c == '/' ? '_' : c;
+  while (!out.empty() && out.back() == '=') out.pop_back();
+  return out;
+}
+
+std::string sha256(std::string_view data) {
+  std::string out(SHA256_DIGEST_LENGTH, '\0');
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), u(out));
+  return out;
+}
+
+std::string pkce_verifier() {
+  return base64url(random_bytes(32));
+}
+
+std::string pkce_challenge(std::string_view verifier) {
+  return base64url(sha256(verifier));
 }
 
 }  // namespace gw::crypto

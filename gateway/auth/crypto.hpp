@@ -17,5 +17,12 @@ std::optional<std::string> open(std::string_view key, std::string_view sealed,
 std::string random_bytes(std::size_t n);
 std::string base64(std::string_view data);
 std::optional<std::string> unbase64(std::string_view text);
+// RFC 4648 section 5, without padding (PKCE, JWTs).
+std::string base64url(std::string_view data);
+std::string sha256(std::string_view data);  // the 32-byte digest
+// RFC 7636 4.1-4.2: a fresh code_verifier (43 characters of base64url, 256 random bits), and
+// the S256 code_challenge for one.
+std::string pkce_verifier();
+std::string pkce_challenge(std::string_view verifier);
 
 }  // namespace gw::crypto

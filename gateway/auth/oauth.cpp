@@ -98,6 +98,8 @@ std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOv
   if (grant == "authorization_code") {
     add("code", extra_value("code"));
     add("redirect_uri", extra_value("redirect_uri"));
+    // PKCE (RFC 7636 4.5): the verifier whose challenge went with the authorize request.
+    if (auto v = extra_value("code_verifier"); !v.empty()) add("code_verifier", v);
   } else if (grant == "refresh_token") {
     add("refresh_token", extra_value("refresh_token"));
   }

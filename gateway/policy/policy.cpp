@@ -184,7 +184,7 @@ class PolicyLoader {
       return;
     OAuthSpec o;
     if (auto a = n["authorize"];
-        a && reader_.check_keys(a, k + ".authorize", {"url", "params", "state"})) {
+        a && reader_.check_keys(a, k + ".authorize", {"url", "params", "state", "pkce"})) {
       o.authorize.url = required_template(a, k + ".authorize", "url");
       check_host_vars(o.authorize.url, a["url"], k + ".authorize.url", p, /*browser=*/true);
       o.authorize.params = params(a, k + ".authorize");
@@ -197,6 +197,21 @@ class PolicyLoader {
         else
           reader_.problem(a["state"], k + ".authorize.state", "must be param or cookie");
       }
+      std::string pkce;
+      if (reader_.get(a, k + ".authorize", "pkce", pkce)) {
+        if (pkce == "S256")
+          o.authorize.pkce = PkceMode::s256;
+        else if (pkce == "none")
+          o.authorize.pkce = PkceMode::none;
+        else
+          reader_.problem(a["pkce"], k + ".authorize.pkce", "must be S256 or none");
+      }
+      // The gateway sets the PKCE parameters itself.
+      if (o.authorize.pkce == PkceMode::s256)
+        for (const auto& [name, tpl] : o.authorize.params)
+          if (name == "code_challenge" || name == "code_challenge_method")
+            reader_.problem(a["params"], k + ".authorize.params." + name,
+                            "is set by the gateway (pkce: S256)");
       // The state must reach the vendor, or every callback fails after the user consented.
       bool sends_state = false;
       for (const auto& [name, tpl] : o.authorize.params)

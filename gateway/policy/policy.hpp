@@ -35,6 +35,7 @@ struct VarSpec {
 // they are (vendors that do not decode).
 enum class ClientAuth { basic, basic_raw, body, query, none };
 enum class StateMode { param, cookie };
+enum class PkceMode { s256, none };  // RFC 7636; S256 unless a vendor breaks on it
 enum class InjectKind { header, query, basic };
 enum class ReplayMode { all, idempotent };
 
@@ -51,6 +52,7 @@ struct OAuthSpec {
     Template url;
     TemplateParams params;
     StateMode state = StateMode::param;
+    PkceMode pkce = PkceMode::s256;
   } authorize;
   Template token_url;
   std::string token_method = "POST";  // POST (form body) | GET (query string)

@@ -58,6 +58,7 @@ class State:
         self.redirect_uri = args.redirect_uri
         self.token_lifetime = args.token_lifetime
         self.rotate_refresh = args.rotate_refresh
+        self.require_pkce = args.require_pkce
         self.omit_expires_in = args.vendor == "zendesk"
         self.fail_token = None  # {"count": n, "status": s, "body": {...}}
         self.delay_ms = 0
@@ -71,7 +72,7 @@ class State:
         self.api_keys = {}  # email -> api key (comm100)
         self.counters = {"connections": 0, "requests": 0, "api_requests": 0,
                          "token_requests": 0, "rejected": 0, "api_connections": 0, "refresh_reuse": 0,
-                         "invalid_grant": 0, "rate_limited": 0}
+                         "invalid_grant": 0, "rate_limited": 0, "pkce_verified": 0}
         self.recorded = []
         for spec in args.seed_token or []:
             self.access[spec] = {"expires": None, "revoked": False}
@@ -431,9 +432,17 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_html(400, "<p>unknown client</p>")
         redirect = (query.get("redirect_uri") or [st.redirect_uri])[0]
         state = (query.get("state") or [""])[0]
+        challenge = (query.get("code_challenge") or [""])[0]
+        method = (query.get("code_challenge_method") or [""])[0]
+        if st.require_pkce and (not challenge or method != "S256"):
+            # What a strict OAuth 2.1 server answers (RFC 7636 4.4.1).
+            sep = "&" if "?" in redirect else "?"
+            return self.redirect(redirect + sep + urllib.parse.urlencode(
+                {"error": "invalid_request", "error_description": "requires PKCE (S256)",
+                 "state": state}))
         fields = "".join(
             f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(val)}">'
-            for k, val in (("redirect_uri", redirect), ("state", state)))
+            for k, val in (("redirect_uri", redirect), ("state", state), ("code_challenge", challenge)))
         page = (f"<html><body><h1>{st.vendor}: allow access?</h1>"
                 f'<form method="GET" action="/_consent">{fields}'
                 '<button id="allow" name="decision" value="allow">Allow</button>'
@@ -449,7 +458,8 @@ class Handler(BaseHTTPRequestHandler):
         if query.get("decision", [""])[0] == "allow":
             code = "code-" + secrets.token_hex(12)
             with st.lock:
-                st.codes[code] = {"redirect_uri": redirect, "state": state, "used": False}
+                st.codes[code] = {"redirect_uri": redirect, "state": state, "used": False,
+                                  "challenge": query.get("code_challenge", [""])[0]}
             params["code"] = code
         else:
             params["error"] = "access_denied"
@@ -501,6 +511,13 @@ class Handler(BaseHTTPRequestHandler):
             if not ok:
                 st.count("invalid_grant")
                 return 400, {"error": "invalid_grant"}
+            if info["challenge"] or st.require_pkce:
+                verifier = params.get("code_verifier", "")
+                digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+                if not verifier or digest.rstrip(b"=").decode() != info["challenge"]:
+                    st.count("invalid_grant")
+                    return 400, {"error": "invalid_grant", "error_description": "PKCE verification failed"}
+                st.count("pkce_verified")
             if st.vendor == "chip" and params.get("state") != info["state"]:
                 return 401, None
             return 200, st.issue()
@@ -680,6 +697,8 @@ def main():
     ap.add_argument("--redirect-uri", default="")
     ap.add_argument("--token-lifetime", type=float, default=3600)
     ap.add_argument("--rotate-refresh", action="store_true")
+    ap.add_argument("--require-pkce", action="store_true",
+                    help="authorize needs an S256 code_challenge; the code exchange its verifier")
     ap.add_argument("--seed-token", action="append", help="an access token valid forever")
     ap.add_argument("--seed-refresh", action="append", help="a valid refresh token")
     ap.add_argument("--user", action="append", help="email:password (comm100 password grant)")

@@ -146,3 +146,29 @@ TEST_CASE("loopback means exactly this machine") {
   CHECK_FALSE(is_loopback_http("http://localhost.evil.example/authorize"));
   CHECK_FALSE(is_loopback_http("https://localhost/authorize"));
 }
+
+TEST_CASE("pkce: S256 by default, none on request, and the gateway sets the challenge") {
+  auto policy = [](const std::string& authorize_extra) {
+    return "name: p\nupstream: https://api.example.com\noauth:\n  authorize:\n"
+           "    url: https://a.example.com\n" +
+           authorize_extra +
+           "  token: {url: 'https://a.example.com/t'}\n  grants: {authorization_code: {}}\n" +
+           kInject;
+  };
+  CHECK(policy_problems(policy("    params: {state: '{state}'}\n")).empty());
+  CHECK(policy_problems(policy("    params: {state: '{state}'}\n    pkce: none\n")).empty());
+  CHECK(any_has(policy_problems(policy("    params: {state: '{state}'}\n    pkce: plain\n")),
+                "oauth.authorize.pkce: must be S256 or none"));
+  CHECK(any_has(policy_problems(policy("    params: {state: '{state}', code_challenge: x}\n")),
+                "oauth.authorize.params.code_challenge: is set by the gateway (pkce: S256)"));
+}
+
+TEST_CASE("PKCE S256: RFC 7636 appendix B, and fresh verifiers") {
+  CHECK(crypto::pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") ==
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+  auto v = crypto::pkce_verifier();
+  CHECK(v.size() == 43);
+  CHECK(v.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") ==
+        std::string::npos);
+  CHECK(v != crypto::pkce_verifier());
+}
