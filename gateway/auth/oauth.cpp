@@ -115,8 +115,23 @@ std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOv
   ClientAuth auth = spec && spec->client_auth ? *spec->client_auth : o.client_auth;
   authenticate_client(c, auth, req, add);
   req.headers.emplace_back("Accept", "application/json");
+  for (const auto& [name, tpl] : o.token_headers) {
+    auto v = render(tpl);
+    if (!v) return std::nullopt;
+    if (!visible_ascii(*v)) {
+      if (error) *error = "token header " + name + " would not be visible ASCII";
+      return std::nullopt;
+    }
+    req.headers.emplace_back(name, *v);
+  }
   if (req.method == "GET") {
     req.url = *url + (url->find('?') == std::string::npos ? "?" : "&") + form_encode(params);
+  } else if (o.token_body_json) {
+    req.url = *url;
+    nlohmann::json body = nlohmann::json::object();
+    for (const auto& [k, v] : params) body[k] = v;
+    req.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    req.headers.emplace_back("Content-Type", "application/json");
   } else {
     req.url = *url;
     req.body = form_encode(params);

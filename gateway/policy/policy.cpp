@@ -1,5 +1,9 @@
 #include "gateway/policy/policy.hpp"
 
+#include <set>
+
+#include <regex>
+
 #include <algorithm>
 #include <cctype>
 #include <vector>
@@ -223,13 +227,40 @@ class PolicyLoader {
     auto t = n["token"];
     if (!t) {
       reader_.problem(n, k + ".token", "is required");
-    } else if (reader_.check_keys(t, k + ".token", {"url", "method", "client_auth"})) {
+    } else if (reader_.check_keys(t, k + ".token",
+                                  {"url", "method", "client_auth", "body", "headers"})) {
       o.token_url = required_template(t, k + ".token", "url");
       check_host_vars(o.token_url, t["url"], k + ".token.url", p);
       if (reader_.get(t, k + ".token", "method", o.token_method) && o.token_method != "POST" &&
           o.token_method != "GET")
         reader_.problem(t["method"], k + ".token.method", "must be POST or GET");
       if (auto ca = client_auth(t, k + ".token")) o.client_auth = *ca;
+      if (std::string body; reader_.get(t, k + ".token", "body", body)) {
+        if (body == "json")
+          o.token_body_json = true;
+        else if (body != "form")
+          reader_.problem(t["body"], k + ".token.body", "must be form or json");
+        if (o.token_body_json && o.token_method != "POST")
+          reader_.problem(t["body"], k + ".token.body", "json needs method: POST");
+      }
+      StringMap headers;
+      if (reader_.get_map(t, k + ".token", "headers", headers))
+        for (auto& [name, value] : headers) {
+          std::string where = k + ".token.headers." + name;
+          static const std::regex kToken("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$");
+          // The gateway frames the request and authenticates the client itself.
+          static const std::set<std::string> kReserved{"host", "content-type", "content-length",
+                                                       "transfer-encoding", "connection"};
+          std::string lower = name;
+          for (auto& ch : lower)
+            ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+          if (!std::regex_match(name, kToken))
+            reader_.problem(t["headers"], where, "is not a header name");
+          else if (kReserved.count(lower))
+            reader_.problem(t["headers"], where, "is set by the gateway");
+          else
+            o.token_headers.emplace_back(name, compile(t["headers"], where, value));
+        }
     }
     if (auto r = n["refresh"]; r && reader_.check_keys(r, k + ".refresh", {"url"})) {
       o.refresh_url = optional_template(r, k + ".refresh", "url");

@@ -56,6 +56,8 @@ struct OAuthSpec {
   } authorize;
   Template token_url;
   std::string token_method = "POST";  // POST (form body) | GET (query string)
+  bool token_body_json = false;       // token.body: json (a POST's parameters as a JSON object)
+  TemplateParams token_headers;       // token.headers: extra headers on every token request
   ClientAuth client_auth = ClientAuth::body;
   std::optional<Template> refresh_url;
   std::map<std::string, GrantSpec> grants;

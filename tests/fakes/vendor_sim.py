@@ -59,6 +59,8 @@ class State:
         self.token_lifetime = args.token_lifetime
         self.rotate_refresh = args.rotate_refresh
         self.require_pkce = args.require_pkce
+        self.json_token = args.json_token
+        self.token_headers = [h.partition(":")[::2] for h in args.token_header]
         self.omit_expires_in = args.vendor == "zendesk"
         self.fail_token = None  # {"count": n, "status": s, "body": {...}}
         self.delay_ms = 0
@@ -72,7 +74,8 @@ class State:
         self.api_keys = {}  # email -> api key (comm100)
         self.counters = {"connections": 0, "requests": 0, "api_requests": 0,
                          "token_requests": 0, "rejected": 0, "api_connections": 0, "refresh_reuse": 0,
-                         "invalid_grant": 0, "rate_limited": 0, "pkce_verified": 0}
+                         "invalid_grant": 0, "rate_limited": 0, "pkce_verified": 0,
+                         "json_token_requests": 0}
         self.recorded = []
         for spec in args.seed_token or []:
             self.access[spec] = {"expires": None, "revoked": False}
@@ -583,8 +586,19 @@ class Handler(BaseHTTPRequestHandler):
                         raw.detach()
 
     def form(self, body):
-        if self.headers.get("Content-Type", "").split(";")[0].strip() != \
-                "application/x-www-form-urlencoded":
+        kind = self.headers.get("Content-Type", "").split(";")[0].strip()
+        if self.state.json_token:  # a JSON object of strings, nothing else
+            if kind != "application/json":
+                return None
+            try:
+                obj = json.loads(body or b"")
+            except ValueError:
+                return None
+            if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
+                return None
+            self.state.count("json_token_requests")
+            return obj
+        if kind != "application/x-www-form-urlencoded":
             return None
         return {k: v[0] for k, v in urllib.parse.parse_qs((body or b"").decode(),
                                                           keep_blank_values=True).items()}
@@ -604,6 +618,10 @@ class Handler(BaseHTTPRequestHandler):
             return None
         if self.token_failure():
             return None
+        for name, value in self.state.token_headers:
+            if not secrets.compare_digest(self.headers.get(name, ""), value):
+                self.send_json(401, {"error": "invalid_client", "error_description": "missing " + name})
+                return None
         params = self.form(body)
         if params is None:
             self.send_json(400, {"error": "invalid_request"})
@@ -697,6 +715,10 @@ def main():
     ap.add_argument("--redirect-uri", default="")
     ap.add_argument("--token-lifetime", type=float, default=3600)
     ap.add_argument("--rotate-refresh", action="store_true")
+    ap.add_argument("--json-token", action="store_true",
+                    help="token endpoints take only a JSON object body (Notion, Figma, Auth0 style)")
+    ap.add_argument("--token-header", action="append", default=[],
+                    help="NAME:VALUE every token request must carry (else 401 invalid_client)")
     ap.add_argument("--require-pkce", action="store_true",
                     help="authorize needs an S256 code_challenge; the code exchange its verifier")
     ap.add_argument("--seed-token", action="append", help="an access token valid forever")

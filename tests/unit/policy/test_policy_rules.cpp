@@ -172,3 +172,20 @@ TEST_CASE("PKCE S256: RFC 7636 appendix B, and fresh verifiers") {
         std::string::npos);
   CHECK(v != crypto::pkce_verifier());
 }
+
+TEST_CASE("token.body and token.headers: json only with POST, the gateway's own headers refused") {
+  auto policy = [](const std::string& token_extra) {
+    return "name: p\nupstream: https://api.example.com\noauth:\n  token:\n"
+           "    url: https://a.example.com/t\n" +
+           token_extra + "  grants: {client_credentials: {}}\n" + kInject;
+  };
+  CHECK(policy_problems(policy("    body: json\n    headers: {X-Api-Key: '{api_key}'}\n")).empty());
+  CHECK(any_has(policy_problems(policy("    body: xml\n")),
+                "oauth.token.body: must be form or json"));
+  CHECK(any_has(policy_problems(policy("    method: GET\n    body: json\n")),
+                "oauth.token.body: json needs method: POST"));
+  CHECK(any_has(policy_problems(policy("    headers: {Content-Type: text/plain}\n")),
+                "oauth.token.headers.Content-Type: is set by the gateway"));
+  CHECK(any_has(policy_problems(policy("    headers: {'bad name': x}\n")),
+                "oauth.token.headers.bad name: is not a header name"));
+}
