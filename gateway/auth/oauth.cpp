@@ -112,6 +112,7 @@ std::optional<TokenRequest> build_token_request(const Connection& c, const UrlOv
   }
   TokenRequest req;
   req.method = o.token_method;
+  req.response = o.token_response;
   ClientAuth auth = spec && spec->client_auth ? *spec->client_auth : o.client_auth;
   authenticate_client(c, auth, req, add);
   req.headers.emplace_back("Accept", "application/json");
@@ -177,42 +178,132 @@ constexpr long long kMaxExpiresIn = 10LL * 365 * 24 * 3600;  // seconds
 
 }  // namespace
 
-TokenResult parse_token_response(unsigned status, std::string_view body) {
+namespace {
+
+// The value at a dot path ("authed_user.access_token"), or null when any step is missing.
+const nlohmann::json* at_path(const nlohmann::json& j, std::string_view path) {
+  const nlohmann::json* cur = &j;
+  while (!path.empty()) {
+    auto dot = path.find('.');
+    auto name = path.substr(0, dot);
+    if (!cur->is_object()) return nullptr;
+    auto it = cur->find(name);
+    if (it == cur->end()) return nullptr;
+    cur = &*it;
+    path = dot == std::string_view::npos ? std::string_view() : path.substr(dot + 1);
+  }
+  return cur;
+}
+
+// A non-negative whole number from a JSON number or a numeric string, -1 otherwise (or when
+// it is beyond `limit`).
+long long whole_number(const nlohmann::json& e, long long limit) {
+  if (e.is_number()) {
+    // Cast only what fits: a double beyond long long (1e25, NaN) is undefined behaviour.
+    double d = e.get<double>();
+    return d >= 0 && d <= static_cast<double>(limit) ? static_cast<long long>(d) : -1;
+  }
+  if (!e.is_string()) return -1;
+  const auto& text = e.get_ref<const std::string&>();
+  if (text.empty() || text.size() > 19 || text.find_first_not_of("0123456789") != std::string::npos)
+    return -1;
+  long long n = std::stoll(text);
+  return n <= limit ? n : -1;
+}
+
+int digits(std::string_view s, std::size_t at, std::size_t n) {
+  int v = 0;
+  for (std::size_t i = at; i < at + n; ++i) {
+    if (i >= s.size() || s[i] < '0' || s[i] > '9') return -1;
+    v = v * 10 + (s[i] - '0');
+  }
+  return v;
+}
+
+}  // namespace
+
+std::optional<long long> parse_rfc3339(std::string_view s) {
+  // YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)
+  if (s.size() < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
+      s[13] != ':' || s[16] != ':')
+    return std::nullopt;
+  int year = digits(s, 0, 4), mon = digits(s, 5, 2), day = digits(s, 8, 2);
+  int hour = digits(s, 11, 2), min = digits(s, 14, 2), sec = digits(s, 17, 2);
+  if (year < 1970 || mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 ||
+      sec > 60 || hour < 0 || min < 0 || sec < 0)
+    return std::nullopt;
+  std::size_t i = 19;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    std::size_t start = i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+    if (i == start) return std::nullopt;
+  }
+  long long offset = 0;
+  if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
+    ++i;
+  } else if (i + 6 == s.size() && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
+    int oh = digits(s, i + 1, 2), om = digits(s, i + 4, 2);
+    if (oh < 0 || om < 0 || oh > 23 || om > 59) return std::nullopt;
+    offset = (s[i] == '+' ? 1 : -1) * (oh * 3600LL + om * 60LL);
+    i += 6;
+  } else {
+    return std::nullopt;
+  }
+  if (i != s.size()) return std::nullopt;
+  // Days since the epoch (Howard Hinnant's days_from_civil).
+  int y = year - (mon <= 2);
+  long long era = y / 400;
+  long long yoe = y - era * 400;
+  long long doy = (153LL * (mon + (mon > 2 ? -3 : 9)) + 2) / 5 + day - 1;
+  long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  long long days = era * 146097 + doe - 719468;
+  return days * 86400 + hour * 3600LL + min * 60LL + sec - offset;
+}
+
+TokenResult parse_token_response(unsigned status, std::string_view body,
+                                 const TokenResponseMap& map, Clock::time_point now) {
   TokenResult r;
   r.status = status;
   auto json = nlohmann::json::parse(body, nullptr, false);
   if (status / 100 == 2) {
+    // A 2xx that says it failed ({"ok":false,"error":"invalid_refresh_token"}).
+    if (const auto* e = at_path(json, map.error);
+        json.is_object() && e && e->is_string() && !e->get_ref<const std::string&>().empty()) {
+      r.error = e->get<std::string>();
+      r.failure = TokenFailure::permanent;
+      return r;
+    }
     // Tokens are VSCHAR (RFC 6749 A.12, A.17): anything else is a malformed answer.
-    auto token = [&](const char* key) -> const std::string* {
-      if (!json.is_object() || !json.contains(key) || !json[key].is_string()) return nullptr;
-      return &json[key].get_ref<const std::string&>();
+    auto token = [&](const std::string& path) -> const std::string* {
+      const auto* v = at_path(json, path);
+      return v && v->is_string() ? &v->get_ref<const std::string&>() : nullptr;
     };
-    const std::string* access = token("access_token");
-    const std::string* refresh = token("refresh_token");
+    const std::string* access = token(map.access_token);
+    const std::string* refresh = token(map.refresh_token);
     if (access && !access->empty() && visible_ascii(*access) &&
         (!refresh || visible_ascii(*refresh))) {
       r.access_token = *access;
       if (refresh) r.refresh_token = *refresh;
-      if (json.contains("expires_in")) {
-        const auto& e = json["expires_in"];
-        long long secs = -1;
-        if (e.is_number()) {
-          // Cast only what fits: a double beyond long long (1e25, NaN) is undefined behaviour.
-          double d = e.get<double>();
-          if (d >= 0 && d <= kMaxExpiresIn) secs = static_cast<long long>(d);
-        } else if (e.is_string()) {
-          try {
-            std::size_t used = 0;
-            auto text = e.get<std::string>();
-            secs = std::stoll(text, &used);
-            if (used != text.size()) secs = -1;
-          } catch (...) {
-            secs = -1;
-          }
+      // Beyond ten years is not a lifetime but garbage: treated as absent (the policy's
+      // default applies), which also keeps the milliseconds from overflowing.
+      if (const auto* e = at_path(json, map.expires_in)) {
+        long long n = whole_number(*e, map.expires_in_ms ? kMaxExpiresIn * 1000 : kMaxExpiresIn);
+        if (n >= 0) r.expires_in = Millis(map.expires_in_ms ? n : n * 1000);
+      } else if (const auto* a = at_path(json, map.expires_at)) {
+        std::optional<long long> at;
+        if (a->is_string()) at = parse_rfc3339(a->get_ref<const std::string&>());
+        if (!at) {
+          long long n = whole_number(*a, 253402300799LL);  // up to year 9999
+          if (n >= 0) at = n;
         }
-        // Beyond ten years is not a lifetime but garbage: treated as absent (the policy's
-        // default applies), which also keeps secs * 1000 from overflowing.
-        if (secs >= 0 && secs <= kMaxExpiresIn) r.expires_in = Millis(secs * 1000);
+        if (at) {
+          long long left =
+              *at -
+              std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+          if (left < 0) left = 0;
+          if (left <= kMaxExpiresIn) r.expires_in = Millis(left * 1000);
+        }
       }
       return r;
     }

@@ -16,7 +16,8 @@ struct TokenRequest {
   std::string method;  // GET | POST
   std::string url;     // with the query for GET
   std::vector<std::pair<std::string, std::string>> headers;
-  std::string body;  // form for POST
+  std::string body;           // form for POST
+  TokenResponseMap response;  // where the answer keeps its fields (the policy's)
 };
 
 // Builds the request for `grant`. `extra` holds code, redirect_uri, state, refresh_token as
@@ -44,7 +45,14 @@ struct TokenResult {
 
 // Classifies a token endpoint's answer (SPEC 6.4): invalid_grant/invalid_client/400/401 are
 // permanent; 5xx and 429 transient.
-TokenResult parse_token_response(unsigned status, std::string_view body);
+// `map` says where the fields are (dot paths); an `expires_at` (epoch seconds or RFC 3339)
+// counts from `now` when there is no expires_in; a 2xx answer with the error field set is a
+// permanent failure (Slack's {"ok":false,"error":...}).
+TokenResult parse_token_response(unsigned status, std::string_view body,
+                                 const TokenResponseMap& map = {},
+                                 Clock::time_point now = Clock::now());
+// RFC 3339 date-time (Z or an offset, optional fraction) as UTC seconds; nullopt otherwise.
+std::optional<long long> parse_rfc3339(std::string_view text);
 
 std::string form_encode(const std::vector<std::pair<std::string, std::string>>& params);
 // One value application/x-www-form-urlencoded (a space as '+').

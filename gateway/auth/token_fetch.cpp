@@ -69,7 +69,7 @@ asio::awaitable<TokenResult> fetch_token(asio::any_io_executor executor,
   if (pec) co_return transient(pec == beast::error::timeout ? "timeout" : "bad_response");
   beast::error_code ignored;
   lowest.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-  co_return parse_token_response(parser.get().result_int(), parser.get().body());
+  co_return parse_token_response(parser.get().result_int(), parser.get().body(), request.response);
 }
 
 asio::awaitable<TokenResult> HttpsTokenEndpoint::exchange(TokenRequest request, Millis timeout) {

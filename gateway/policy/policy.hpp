@@ -41,6 +41,13 @@ enum class ReplayMode { all, idempotent };
 
 using TemplateParams = std::vector<std::pair<std::string, Template>>;
 
+// Where a token answer keeps its fields (SPEC 4 token_response): dot paths into its JSON.
+struct TokenResponseMap {
+  std::string access_token = "access_token", refresh_token = "refresh_token";
+  std::string expires_in = "expires_in", expires_at = "expires_at", error = "error";
+  bool expires_in_ms = false;  // expires_in_unit: ms
+};
+
 struct GrantSpec {
   TemplateParams params;
   std::optional<ClientAuth> client_auth;  // overrides token.client_auth for this grant
@@ -58,6 +65,7 @@ struct OAuthSpec {
   std::string token_method = "POST";  // POST (form body) | GET (query string)
   bool token_body_json = false;       // token.body: json (a POST's parameters as a JSON object)
   TemplateParams token_headers;       // token.headers: extra headers on every token request
+  TokenResponseMap token_response;
   ClientAuth client_auth = ClientAuth::body;
   std::optional<Template> refresh_url;
   std::map<std::string, GrantSpec> grants;

@@ -66,6 +66,7 @@ class State:
         self.delay_ms = 0
         self.token_delay_ms = 0
         self.stray = False  # write past bodiless answers (HEAD, 204): the cross-caller fault
+        self.token_shape = None  # nested | expires_at | ms: where the token answer keeps its fields
         self.rate_limit = None  # {"count": n, "status": 429, "retry_after": "3"}: the next n API calls
         self.access = {}  # token -> {"expires": t or None, "revoked": bool}
         self.refresh = {}  # token -> {"used": bool}
@@ -109,6 +110,20 @@ class State:
             answer["scope"] = "*"
         if not self.omit_expires_in and self.token_lifetime:
             answer["expires_in"] = int(self.token_lifetime)
+        return answer
+
+    def shape(self, answer):
+        """A token answer shaped as other vendors shape theirs (SPEC 4 token_response)."""
+        if self.token_shape == "nested":  # Slack's authed_user
+            fields = ("access_token", "refresh_token", "expires_in")
+            inner = {k: answer[k] for k in fields if k in answer}
+            return dict({k: v for k, v in answer.items() if k not in fields},
+                        ok=True, authed_user=inner)
+        if self.token_shape == "expires_at" and "expires_in" in answer:
+            answer = dict(answer)
+            answer["expires_at"] = int(time.time()) + answer.pop("expires_in")
+        if self.token_shape == "ms" and "expires_in" in answer:
+            answer = dict(answer, expires_in=answer["expires_in"] * 1000)
         return answer
 
     def access_status(self, token):
@@ -277,7 +292,7 @@ class Handler(BaseHTTPRequestHandler):
             cfg = json.loads(body or b"{}")
             with st.lock:
                 for key in ("token_lifetime", "rotate_refresh", "omit_expires_in", "fail_token",
-                            "delay_ms", "token_delay_ms", "redirect_uri", "stray"):
+                            "delay_ms", "token_delay_ms", "redirect_uri", "stray", "token_shape"):
                     if key in cfg:
                         setattr(st, key, cfg[key])
             return self.send_json(200, {"ok": True})
@@ -604,6 +619,8 @@ class Handler(BaseHTTPRequestHandler):
                                                           keep_blank_values=True).items()}
 
     def reply(self, status, answer):
+        if status == 200 and isinstance(answer, dict) and "access_token" in answer:
+            answer = self.state.shape(answer)
         if answer is None:
             return self.send_bare(status)
         if self.state.vendor == "comm100" and status >= 400:

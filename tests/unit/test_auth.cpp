@@ -125,3 +125,56 @@ TEST_CASE("token requests follow each policy") {
         "grant_type=authorization_code&code=c0de&redirect_uri=https%3A%2F%2Fg%2Fcb"
         "&scope=read+write&client_id=cid&client_secret=sec");
 }
+
+TEST_CASE("token responses at other paths: nested fields, milliseconds, an absolute expiry") {
+  TokenResponseMap slack;
+  slack.access_token = "authed_user.access_token";
+  slack.refresh_token = "authed_user.refresh_token";
+  slack.expires_in = "authed_user.expires_in";
+  auto r = parse_token_response(
+      200, R"({"ok":true,"authed_user":{"access_token":"a","refresh_token":"r","expires_in":60}})",
+      slack);
+  CHECK(r.failure == TokenFailure::none);
+  CHECK(r.access_token == "a");
+  CHECK(r.refresh_token == "r");
+  CHECK(r.expires_in == Millis(60000));
+  // A 2xx that says it failed is a permanent failure, with the vendor's word.
+  auto failed = parse_token_response(200, R"({"ok":false,"error":"invalid_refresh_token"})", slack);
+  CHECK(failed.failure == TokenFailure::permanent);
+  CHECK(failed.error == "invalid_refresh_token");
+  // The default paths miss the nested token: malformed, not a token.
+  CHECK(parse_token_response(200, R"({"authed_user":{"access_token":"a"}})").failure ==
+        TokenFailure::transient);
+
+  TokenResponseMap ms;
+  ms.expires_in_ms = true;
+  CHECK(parse_token_response(200, R"({"access_token":"a","expires_in":1500})", ms).expires_in ==
+        Millis(1500));
+
+  auto now = Clock::time_point(std::chrono::seconds(1'800'000'000));
+  auto at = parse_token_response(200, R"({"access_token":"a","expires_at":1800000090})", {}, now);
+  CHECK(at.expires_in == Millis(90000));
+  auto at_text = parse_token_response(
+      200, R"({"access_token":"a","expires_at":"2027-01-15T08:01:30Z"})", {}, now);
+  CHECK(at_text.expires_in == Millis(90000));
+  auto past = parse_token_response(200, R"({"access_token":"a","expires_at":1700000000})", {}, now);
+  CHECK(past.expires_in == Millis(0));
+  // expires_in wins over expires_at; garbage in either is "none sent".
+  CHECK(parse_token_response(200, R"({"access_token":"a","expires_in":5,"expires_at":1})", {}, now)
+            .expires_in == Millis(5000));
+  CHECK(!parse_token_response(200, R"({"access_token":"a","expires_at":"soon"})", {}, now)
+             .expires_in);
+}
+
+TEST_CASE("RFC 3339 date-times") {
+  CHECK(parse_rfc3339("1970-01-01T00:00:00Z") == 0);
+  CHECK(parse_rfc3339("2027-01-15T08:01:30Z") == 1800000090);
+  CHECK(parse_rfc3339("2027-01-15T08:01:30.123Z") == 1800000090);
+  CHECK(parse_rfc3339("2027-01-15T10:01:30+02:00") == 1800000090);
+  CHECK(parse_rfc3339("2027-01-15T03:01:30-05:00") == 1800000090);
+  CHECK(parse_rfc3339("2000-02-29T00:00:00Z") == 951782400);
+  for (const char* bad :
+       {"", "2027-01-15", "2027-01-15 08:01:30Z", "2027-13-15T08:01:30Z", "2027-01-15T08:01:30",
+        "2027-01-15T08:01:30+0200", "2027-01-15T08:01:30Zjunk", "2027-01-15T08:01:30."})
+    CHECK_MESSAGE(!parse_rfc3339(bad), bad);
+}

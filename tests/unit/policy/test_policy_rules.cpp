@@ -189,3 +189,18 @@ TEST_CASE("token.body and token.headers: json only with POST, the gateway's own 
   CHECK(any_has(policy_problems(policy("    headers: {'bad name': x}\n")),
                 "oauth.token.headers.bad name: is not a header name"));
 }
+
+TEST_CASE("token_response: dot paths and a unit") {
+  auto policy = [](const std::string& map) {
+    return "name: p\nupstream: https://api.example.com\noauth:\n  token: {url: "
+           "'https://a.example.com/t'}\n  grants: {client_credentials: {}}\n  token_response:\n" +
+           map + kInject;
+  };
+  CHECK(policy_problems(policy("    access_token: authed_user.access_token\n"
+                               "    expires_in_unit: ms\n    error: error\n"))
+            .empty());
+  CHECK(any_has(policy_problems(policy("    access_token: 'a..b'\n")),
+                "oauth.token_response.access_token: must be a dot path"));
+  CHECK(any_has(policy_problems(policy("    expires_in_unit: h\n")),
+                "oauth.token_response.expires_in_unit: must be s or ms"));
+}
