@@ -1,5 +1,7 @@
 #include "gateway/auth/oauth.hpp"
 
+#include <charconv>
+
 #include <boost/url/encode.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
 #include <nlohmann/json.hpp>
@@ -205,9 +207,11 @@ long long whole_number(const nlohmann::json& e, long long limit) {
   }
   if (!e.is_string()) return -1;
   const auto& text = e.get_ref<const std::string&>();
-  if (text.empty() || text.size() > 19 || text.find_first_not_of("0123456789") != std::string::npos)
-    return -1;
-  long long n = std::stoll(text);
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) return -1;
+  long long n = -1;
+  // No exceptions: from_chars reports a value past long long instead of throwing.
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc{} || end != text.data() + text.size()) return -1;
   return n <= limit ? n : -1;
 }
 
@@ -271,7 +275,15 @@ TokenResult parse_token_response(unsigned status, std::string_view body,
     if (const auto* e = at_path(json, map.error);
         json.is_object() && e && e->is_string() && !e->get_ref<const std::string&>().empty()) {
       r.error = e->get<std::string>();
-      r.failure = TokenFailure::permanent;
+      // Only a refusal of the grant itself needs a person; "ratelimited", "internal_error"
+      // and the like pass, as a 5xx or 429 would.
+      static constexpr std::string_view kRefusals[] = {
+          "invalid_grant",         "invalid_client", "unauthorized_client",
+          "invalid_refresh_token", "token_revoked",  "token_expired",
+          "invalid_token",         "access_denied",  "invalid_client_secret"};
+      bool refusal = false;
+      for (auto code : kRefusals) refusal = refusal || r.error == code;
+      r.failure = refusal ? TokenFailure::permanent : TokenFailure::transient;
       return r;
     }
     // Tokens are VSCHAR (RFC 6749 A.12, A.17): anything else is a malformed answer.
@@ -287,7 +299,8 @@ TokenResult parse_token_response(unsigned status, std::string_view body,
       if (refresh) r.refresh_token = *refresh;
       // Beyond ten years is not a lifetime but garbage: treated as absent (the policy's
       // default applies), which also keeps the milliseconds from overflowing.
-      if (const auto* e = at_path(json, map.expires_in)) {
+      const auto* e = at_path(json, map.expires_in);
+      if (e && (e->is_number() || e->is_string())) {
         long long n = whole_number(*e, map.expires_in_ms ? kMaxExpiresIn * 1000 : kMaxExpiresIn);
         if (n >= 0) r.expires_in = Millis(map.expires_in_ms ? n : n * 1000);
       } else if (const auto* a = at_path(json, map.expires_at)) {

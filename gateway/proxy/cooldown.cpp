@@ -3,11 +3,12 @@
 
 namespace gw {
 
-void raise_cooldown(Lifecycle& lifecycle, std::int64_t until_ms) {
+bool raise_cooldown(Lifecycle& lifecycle, std::int64_t until_ms) {
   auto& until = lifecycle.rate_limited_until_ms;
   auto seen = until.load();
-  while (seen < until_ms && !until.compare_exchange_weak(seen, until_ms)) {
-  }
+  while (seen < until_ms)
+    if (until.compare_exchange_weak(seen, until_ms)) return true;
+  return false;
 }
 
 void share_cooldowns(ProxyShared& shared, TokenStore& store) {

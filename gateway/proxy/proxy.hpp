@@ -73,8 +73,8 @@ struct ProxyShared {
 // runtime is set; stop_sharing_cooldowns before the runtime goes.
 void share_cooldowns(ProxyShared& shared, TokenStore& store);
 void stop_sharing_cooldowns(TokenStore& store);
-// Moves a connection's cool-down end later (never earlier).
-void raise_cooldown(Lifecycle& lifecycle, std::int64_t until_ms);
+// Moves a connection's cool-down end later (never earlier); true when it moved.
+bool raise_cooldown(Lifecycle& lifecycle, std::int64_t until_ms);
 
 // One event loop thread: its io_context, its upstream pool, the connections it serves.
 struct Worker {

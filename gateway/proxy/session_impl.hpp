@@ -366,7 +366,12 @@ inline void Session<Stream>::note_cooldown(const Integration& integ, Connection&
   auto wait = parse_retry_after(rp[http::field::retry_after], now);
   if (!wait || wait->count() == 0) return;
   auto until = unix_ms(now) + std::chrono::duration_cast<std::chrono::milliseconds>(*wait).count();
-  raise_cooldown(*conn.lifecycle, until);
+  // Answers within the same second say the same: one log line and one publication per
+  // change, not per answer (a throttling vendor answers many at once).
+  // (A change of less than a second is no change.)
+  if (until < conn.lifecycle->rate_limited_until_ms.load() + 1000 ||
+      !raise_cooldown(*conn.lifecycle, until))
+    return;
   log::event(
       log::Level::warn, "the vendor asked this connection to wait",
       {{"request_id", ex.request_id},

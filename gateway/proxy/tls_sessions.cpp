@@ -12,30 +12,49 @@ namespace {
 // a handful of vendor hosts; the bound only stops learned hosts from growing it forever).
 constexpr std::size_t kMaxHosts = 1024;
 
+// A session is offered for at most this long after the full handshake that verified the
+// vendor's chain: each resumption hands out a new ticket that inherits the old chain, so
+// without a bound a chain would never be verified again (an expired or replaced certificate
+// would go unnoticed until a reload).
+constexpr std::time_t kReverifyAfter = 3600;
+
+struct Entry {
+  SSL_SESSION* session = nullptr;
+  std::time_t verified_at = 0;  // the full handshake the session descends from
+};
+
 struct Cache {
   std::mutex mutex;
-  std::unordered_map<std::string, SSL_SESSION*> sessions;
+  std::unordered_map<std::string, Entry> sessions;
 
   ~Cache() {
-    for (auto& [key, s] : sessions) SSL_SESSION_free(s);
+    for (auto& [key, e] : sessions) SSL_SESSION_free(e.session);
   }
-  void put(const std::string& key, SSL_SESSION* s) {
+  // `resumed`: the session came from a resumed connection, and keeps its entry's age (none:
+  // it is not kept, since its chain's age is unknown).
+  void put(const std::string& key, SSL_SESSION* s, bool resumed) {
     std::lock_guard lock(mutex);
-    auto [it, added] = sessions.try_emplace(key, s);
-    if (!added) {
-      SSL_SESSION_free(it->second);
-      it->second = s;
-    } else if (sessions.size() > kMaxHosts) {
-      for (auto& [k, old] : sessions)
-        if (old != s) SSL_SESSION_free(old);
-      sessions.clear();
-      sessions.emplace(key, s);
+    auto it = sessions.find(key);
+    if (resumed && it == sessions.end()) {
+      SSL_SESSION_free(s);
+      return;
     }
+    std::time_t verified_at = resumed ? it->second.verified_at : std::time(nullptr);
+    if (it != sessions.end()) {
+      SSL_SESSION_free(it->second.session);
+      it->second = {s, verified_at};
+      return;
+    }
+    if (sessions.size() >= kMaxHosts) {
+      for (auto& [k, old] : sessions) SSL_SESSION_free(old.session);
+      sessions.clear();
+    }
+    sessions.emplace(key, Entry{s, verified_at});
   }
   void drop(const std::string& key) {
     std::lock_guard lock(mutex);
     if (auto it = sessions.find(key); it != sessions.end()) {
-      SSL_SESSION_free(it->second);
+      SSL_SESSION_free(it->second.session);
       sessions.erase(it);
     }
   }
@@ -74,7 +93,8 @@ int on_new_session(SSL* ssl, SSL_SESSION* session) {
   const std::string* key = key_of(ssl);
   // Connections that were not prepared (the token endpoint's) are not cached.
   if (cache && key && SSL_SESSION_is_resumable(session))
-    if (SSL_SESSION* copy = SSL_SESSION_dup(session)) cache->put(*key, copy);
+    if (SSL_SESSION* copy = SSL_SESSION_dup(session))
+      cache->put(*key, copy, SSL_session_reused(ssl) == 1);
   return 0;  // the connection keeps its own reference
 }
 
@@ -97,12 +117,14 @@ void prepare(SSL* ssl, const std::string& host_key) {
   std::lock_guard lock(cache->mutex);
   auto it = cache->sessions.find(host_key);
   if (it == cache->sessions.end()) return;
-  if (!live(it->second) || !SSL_SESSION_is_resumable(it->second)) {
-    SSL_SESSION_free(it->second);
+  SSL_SESSION* saved = it->second.session;
+  if (!live(saved) || !SSL_SESSION_is_resumable(saved) ||
+      std::time(nullptr) - it->second.verified_at >= kReverifyAfter) {
+    SSL_SESSION_free(saved);
     cache->sessions.erase(it);
     return;
   }
-  if (SSL_SESSION* copy = SSL_SESSION_dup(it->second)) {
+  if (SSL_SESSION* copy = SSL_SESSION_dup(saved)) {
     SSL_set_session(ssl, copy);  // takes its own reference
     SSL_SESSION_free(copy);
   }

@@ -6,6 +6,9 @@
 // itself, so they go with it: a reload that changes the trust store builds a new context and
 // starts with none, and no session verified under the old anchors is offered again.
 //
+// A session is offered for at most an hour after the full handshake that verified the chain
+// it carries; then the next connection verifies the chain again.
+//
 // Safe across event loops: the cache is locked for its few lookups (one per new connection,
 // one per ticket received); an SSL_SESSION is reference counted and read-only once issued.
 // OpenSSL's own client cache stays off (it only grows: see make_client_tls).

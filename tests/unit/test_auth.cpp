@@ -178,3 +178,25 @@ TEST_CASE("RFC 3339 date-times") {
         "2027-01-15T08:01:30+0200", "2027-01-15T08:01:30Zjunk", "2027-01-15T08:01:30."})
     CHECK_MESSAGE(!parse_rfc3339(bad), bad);
 }
+
+TEST_CASE("token responses: what review found") {
+  // A numeric string past long long is garbage, not an exception (a throw ended the refresh
+  // coroutine before it settled, leaving the connection "refreshing" for good).
+  auto huge =
+      parse_token_response(200, R"({"access_token":"a","expires_in":"9999999999999999999"})");
+  CHECK(huge.failure == TokenFailure::none);
+  CHECK(!huge.expires_in);
+  auto huge_at =
+      parse_token_response(200, R"({"access_token":"a","expires_at":"99999999999999999999"})");
+  CHECK(!huge_at.expires_in);
+  // Only a refusal of the grant is permanent in a 2xx error answer.
+  CHECK(parse_token_response(200, R"({"ok":false,"error":"ratelimited"})").failure ==
+        TokenFailure::transient);
+  CHECK(parse_token_response(200, R"({"ok":false,"error":"invalid_refresh_token"})").failure ==
+        TokenFailure::permanent);
+  // A null expires_in is absent: expires_at applies.
+  auto now = Clock::time_point(std::chrono::seconds(1'800'000'000));
+  CHECK(parse_token_response(
+            200, R"({"access_token":"a","expires_in":null,"expires_at":1800000010})", {}, now)
+            .expires_in == Millis(10000));
+}
