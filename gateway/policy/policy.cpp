@@ -10,6 +10,7 @@
 
 #include "gateway/config/url.hpp"
 #include "gateway/config/yaml_reader.hpp"
+#include "gateway/policy/token_response.hpp"
 
 namespace gw {
 
@@ -314,28 +315,8 @@ class PolicyLoader {
     Millis d{};
     if (reader_.get_duration(n, k, "default_expires_in", d)) o.default_expires_in = d;
     if (reader_.get_duration(n, k, "refresh_token_lifetime", d)) o.refresh_token_lifetime = d;
-    if (auto m = n["token_response"];
-        m && reader_.check_keys(m, k + ".token_response",
-                                {"access_token", "refresh_token", "expires_in", "expires_in_unit",
-                                 "expires_at", "error"})) {
-      auto& tr = o.token_response;
-      static const std::regex kPath("^[A-Za-z0-9_-]{1,64}([.][A-Za-z0-9_-]{1,64}){0,7}$");
-      for (auto [key, field] : {std::pair{"access_token", &tr.access_token},
-                                {"refresh_token", &tr.refresh_token},
-                                {"expires_in", &tr.expires_in},
-                                {"expires_at", &tr.expires_at},
-                                {"error", &tr.error}})
-        if (reader_.get(m, k + ".token_response", key, *field) && !std::regex_match(*field, kPath))
-          reader_.problem(m[key], k + ".token_response." + key,
-                          "must be a dot path of field names, such as authed_user.access_token");
-      if (std::string unit; reader_.get(m, k + ".token_response", "expires_in_unit", unit)) {
-        if (unit == "ms")
-          tr.expires_in_ms = true;
-        else if (unit != "s")
-          reader_.problem(m["expires_in_unit"], k + ".token_response.expires_in_unit",
-                          "must be s or ms");
-      }
-    }
+    if (auto m = n["token_response"])
+      read_token_response(reader_, m, k + ".token_response", o.token_response);
     if (auto r = n["revoke"]; r && reader_.check_keys(r, k + ".revoke", {"url", "method"})) {
       o.revoke_url = required_template(r, k + ".revoke", "url");
       check_host_vars(*o.revoke_url, r["url"], k + ".revoke.url", p);

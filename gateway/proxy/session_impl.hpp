@@ -89,8 +89,9 @@ class Session {
                                 std::shared_ptr<Connection> conn, const SplitTarget& split,
                                 std::shared_ptr<const Credential> cred, bool keep_alive);
   void write_access_log(const Exchange& ex);
-  // The vendor's cool-down (SPEC 5.1, rate_limit.hpp): the seconds left that the gateway
-  // answers for itself (0: send the request), and the cool-down an answer starts.
+  // The vendor's cool-down (SPEC 5.1, rate_limit.hpp), in session_cooldown.hpp: the seconds
+  // left that the gateway answers for itself (0: send the request), and the cool-down an
+  // answer starts.
   std::int64_t cooldown_left(const Integration& integ, const Connection& conn);
   void note_cooldown(const Integration& integ, Connection& conn, const ResponseParser& rp,
                      const Exchange& ex);
@@ -343,45 +344,6 @@ inline asio::awaitable<bool> Session<Stream>::forward(
     // The replay (the last attempt) always gets here.
     co_return co_await relay_response(*rp, std::move(up), ex, *cred, keep_alive, req.method());
   }
-}
-
-template <class Stream>
-inline std::int64_t Session<Stream>::cooldown_left(const Integration& integ,
-                                                   const Connection& conn) {
-  auto mode = integ.config.rate_limit;
-  auto until = conn.lifecycle->rate_limited_until_ms.load(std::memory_order_relaxed);
-  if (until == 0 || mode == RateLimitMode::off) return 0;  // no clock read on the usual path
-  auto left = cooldown_left_seconds(until, unix_ms(std::chrono::system_clock::now()));
-  if (left == 0) return 0;
-  bool enforced = mode == RateLimitMode::enforce;
-  metrics::rate_limited(integ.config.name, enforced ? "enforced" : "observed");
-  return enforced ? left : 0;
-}
-
-template <class Stream>
-inline void Session<Stream>::note_cooldown(const Integration& integ, Connection& conn,
-                                           const ResponseParser& rp, const Exchange& ex) {
-  if (integ.config.rate_limit == RateLimitMode::off) return;
-  auto now = std::chrono::system_clock::now();
-  auto wait = parse_retry_after(rp[http::field::retry_after], now);
-  if (!wait || wait->count() == 0) return;
-  auto until = unix_ms(now) + std::chrono::duration_cast<std::chrono::milliseconds>(*wait).count();
-  // Answers within the same second say the same: one log line and one publication per
-  // change, not per answer (a throttling vendor answers many at once).
-  // (A change of less than a second is no change.)
-  if (until < conn.lifecycle->rate_limited_until_ms.load() + 1000 ||
-      !raise_cooldown(*conn.lifecycle, until))
-    return;
-  log::event(
-      log::Level::warn, "the vendor asked this connection to wait",
-      {{"request_id", ex.request_id},
-       {"integration", ex.integration},
-       {"connection", conn.id},
-       {"status", ex.upstream_status},
-       {"retry_after_s", wait->count()},
-       {"rate_limit", integ.config.rate_limit == RateLimitMode::enforce ? "enforce" : "observe"}});
-  if (worker_.shared.publish_cooldown)
-    asio::co_spawn(worker_.ioc, worker_.shared.publish_cooldown(conn.id, until), asio::detached);
 }
 
 template <class Stream>

@@ -1,5 +1,6 @@
 // The plain-TCP instantiation of the downstream session.
 #include "gateway/proxy/session_caller.hpp"
+#include "gateway/proxy/session_cooldown.hpp"
 #include "gateway/proxy/session_errors.hpp"
 #include "gateway/proxy/session_impl.hpp"
 #include "gateway/proxy/session_relay.hpp"

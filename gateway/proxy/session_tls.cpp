@@ -1,5 +1,6 @@
 // The entry of every downstream connection, and the TLS instantiation of the session.
 #include "gateway/proxy/session_caller.hpp"
+#include "gateway/proxy/session_cooldown.hpp"
 #include "gateway/proxy/session_errors.hpp"
 #include "gateway/proxy/session_impl.hpp"
 #include "gateway/proxy/session_relay.hpp"
