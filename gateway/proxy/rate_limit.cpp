@@ -14,6 +14,9 @@ std::optional<std::time_t> http_date(const std::string& text, const char* format
   if (!end) return std::nullopt;
   while (*end == ' ') ++end;
   if (*end != '\0') return std::nullopt;
+  // Years 1970-9999 only: a date of year 4 ("...08:49:39" then "4", found by fuzz_retry_after)
+  // made a time point whose conversion to the clock's nanoseconds overflowed.
+  if (tm.tm_year < 70 || tm.tm_year > 8099) return std::nullopt;
   std::time_t t = ::timegm(&tm);
   if (t == static_cast<std::time_t>(-1)) return std::nullopt;
   return t;
@@ -39,10 +42,12 @@ std::optional<std::chrono::seconds> parse_retry_after(std::string_view value,
   for (const char* format :
        {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
     if (auto t = http_date(text, format)) {
-      auto wait = std::chrono::duration_cast<std::chrono::seconds>(
-          std::chrono::system_clock::from_time_t(*t) - now);
-      if (wait.count() < 0) return std::chrono::seconds(0);
-      return wait > kMaxCooldown ? kMaxCooldown : wait;
+      // In whole seconds, so no conversion of either time can overflow.
+      long long now_s =
+          std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+      long long wait = static_cast<long long>(*t) - now_s;
+      if (wait < 0) return std::chrono::seconds(0);
+      return wait > kMaxCooldown.count() ? kMaxCooldown : std::chrono::seconds(wait);
     }
   }
   return std::nullopt;

@@ -34,6 +34,9 @@ TEST_CASE("Retry-After that is neither is ignored") {
        {"", " ", "-1", "1.5", "3s", "soon", "Sun, 06 Nov 1994 08:49:37",
         "Sun, 06 Nov 1994 08:49:37 GMT trailing", "Sun, 32 Nov 1994 08:49:37 GMT", "0x10"})
     CHECK_MESSAGE(!parse_retry_after(bad, kExample), bad);
+  // Found by fuzz_retry_after: an asctime date whose year reads as 4.
+  CHECK(!parse_retry_after("Sun Nov  6 08:49:394", kExample));
+  CHECK(!parse_retry_after("Sun, 06 Nov 0001 08:49:37 GMT", kExample));
   std::string long_value(100, '1');
   CHECK(!parse_retry_after(long_value, kExample));
 }
