@@ -32,7 +32,7 @@ def config(sim, store=None):
         for mode in ("enforce", "observe", "off")]
     cfg["connections"] = [{"id": "%s-%s" % (mode, who), "integration": mode, "grant": "static",
                            "credentials": {"access_token": TOKEN}}
-                          for mode in ("enforce", "observe", "off") for who in ("a", "b")]
+                          for mode in ("enforce", "observe", "off") for who in ("a", "b", "c")]
     return cfg
 
 
@@ -119,14 +119,15 @@ class RateLimitTest(unittest.TestCase):
 
     def test_an_http_date_and_nonsense(self):
         # An HTTP-date two seconds ahead works like "2"; an unreadable value starts nothing.
+        # (Connections of their own: the other tests check enforce-b and observe-b are free.)
         when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3))
         self.sim.control("/_sim/rate_limit", {"count": 1, "status": 429, "retry_after": when})
-        self.assertEqual(call(self.gw, "enforce", "enforce-b")[0], 429)
-        status, _, body = call(self.gw, "enforce", "enforce-b")
+        self.assertEqual(call(self.gw, "enforce", "enforce-c")[0], 429)
+        status, _, body = call(self.gw, "enforce", "enforce-c")
         self.assertEqual((status, json.loads(body)["error"]), (429, "rate_limited"))
         self.sim.control("/_sim/rate_limit", {"count": 1, "status": 429, "retry_after": "soon"})
-        self.assertEqual(call(self.gw, "observe", "observe-b")[0], 429)
-        self.assertEqual(call(self.gw, "observe", "observe-b")[0], 200)
+        self.assertEqual(call(self.gw, "observe", "observe-c")[0], 429)
+        self.assertEqual(call(self.gw, "observe", "observe-c")[0], 200)
 
 
 @unittest.skipUnless(shutil.which("redis-server"), "redis-server is installed by scripts/setup.sh")
