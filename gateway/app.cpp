@@ -113,7 +113,8 @@ class Gateway {
     };
     parts.endpoint =
         std::make_shared<HttpsTokenEndpoint>([this] { return shared_.runtime.load()->client_tls; });
-    parts.store = store;
+    writer_ = std::make_shared<StoreWriter>(store);
+    parts.writer = writer_;
     parts.lock = store->cluster_lock();
     auto cache = std::make_shared<TokenCache>(std::move(parts));
     shared_.tokens = cache;
@@ -137,7 +138,7 @@ class Gateway {
     std::vector<asio::io_context*> loops;
     for (auto& w : workers_) loops.push_back(&w->ioc);
     admin_ = std::make_unique<AdminServer>(
-        workers_[0]->ioc, AdminContext{shared_, cache, store, loops}, admin_acceptor_);
+        workers_[0]->ioc, AdminContext{shared_, cache, store, writer_, loops}, admin_acceptor_);
     admin_->start();
     asio::co_spawn(workers_[0]->ioc, accept_loop(), asio::detached);
 
@@ -179,6 +180,7 @@ class Gateway {
     }
     watch_wake_.notify_all();
     watcher.join();
+    writer_->stop();  // the last tries of pending records, while the loops still exist
     stop_sharing_cooldowns(*store_);
     // Removing the signal set restores the default actions; a late SIGTERM (a supervisor
     // repeating itself) must not turn a clean drained exit into death by signal.
@@ -376,6 +378,7 @@ class Gateway {
   std::unique_ptr<tcp::acceptor> admin_acceptor_;
   std::unique_ptr<AdminServer> admin_;
   std::shared_ptr<TokenStore> store_;
+  std::shared_ptr<StoreWriter> writer_;
   unsigned short listen_port_ = 0, admin_port_ = 0;
   // How many callers the descriptor limit leaves room for (callers_that_fit).
   std::size_t caller_cap_ = std::numeric_limits<std::size_t>::max();

@@ -116,13 +116,20 @@ asio::awaitable<AdminResponse> AdminServer::dispatch(const AdminRequest& req) {
   if (req.method() == http::verb::get && path == "/readyz") {
     std::vector<std::string> reasons;
     if (ctx_.shared.draining.load()) reasons.push_back("shutting down");
-    if (auto* lock = ctx_.store->cluster_lock()) {
-      bool reachable = true;  // a shared store is asked, not assumed
+    const auto pending = ctx_.writer->pending();
+    if (auto* lock = ctx_.store->cluster_lock(); lock && pending == 0) {
+      // A shared store is asked, not assumed; with records pending it is not ready anyway,
+      // and the probe would queue behind their retries.
+      bool reachable = true;
       co_await lock->read("readyz-probe", &reachable);
       if (!reachable) reasons.push_back("token store (redis) unreachable");
     } else if (!ctx_.store->reachable()) {
-      reasons.push_back("token store unreachable");
+      reasons.push_back(lock ? "token store (redis) unreachable" : "token store unreachable");
     }
+    if (auto n = pending)
+      reasons.push_back(std::to_string(n) + (n == 1 ? " token record is" : " token records are") +
+                        " pending: the token store has not taken " + (n == 1 ? "it" : "them") +
+                        " yet");
     if (reasons.empty()) co_return json_response(http::status::ok, {{"status", "ready"}});
     co_return json_response(http::status::service_unavailable,
                             {{"status", "not ready"}, {"reasons", reasons}});
@@ -133,6 +140,7 @@ asio::awaitable<AdminResponse> AdminServer::dispatch(const AdminRequest& req) {
     snap.downstream_connections = static_cast<double>(ctx_.shared.downstream_connections.load());
     snap.upstream_idle = static_cast<double>(ctx_.shared.upstream.idle.load());
     snap.upstream_busy = static_cast<double>(ctx_.shared.upstream.busy.load());
+    snap.store_pending = static_cast<double>(ctx_.writer->pending());
     std::map<std::pair<std::string, std::string>, double> states;
     for (const auto& [id, c] : ctx_.shared.runtime.load()->routes->connections) {
       std::lock_guard lock(c->lifecycle->mutex);

@@ -26,7 +26,8 @@ using AdminResponse = boost::beast::http::response<boost::beast::http::string_bo
 struct AdminContext {
   ProxyShared& shared;
   std::shared_ptr<TokenCache> cache;
-  std::shared_ptr<TokenStore> store;
+  std::shared_ptr<TokenStore> store;            // asked for reachability by /readyz
+  std::shared_ptr<StoreWriter> writer;          // every write, off the event loops
   std::vector<boost::asio::io_context*> loops;  // every event loop, for /healthz
 };
 

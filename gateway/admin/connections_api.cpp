@@ -140,9 +140,13 @@ asio::awaitable<AdminResponse> AdminServer::put_connection(const AdminRequest& r
   bool existed = routes->connections.count(id) > 0;
   conn->created_at_runtime = true;
   auto record = make_record(*conn, conn->current().get());
-  if (!ctx_.store->save(record))
-    co_return error_response(http::status::internal_server_error, "store_error",
-                             "the token store could not be written");
+  // A store that cannot take the record now keeps it pending (retried, /readyz says so):
+  // the connection serves from memory meanwhile (SPEC 6.9).
+  bool stored = co_await ctx_.writer->save(std::move(record),
+                                           ctx_.shared.runtime.load()->config.refresh.timeout);
+  if (!stored)
+    log::event(log::Level::warn, "the token store has not taken the connection yet; pending",
+               {{"connection", id}});
   add_connection(conn);
   log::event(log::Level::info, existed ? "connection replaced" : "connection created",
              {{"connection", id}, {"integration", cc.integration}, {"grant", cc.grant}});
@@ -179,7 +183,9 @@ asio::awaitable<AdminResponse> AdminServer::delete_connection(const std::string&
       revoked = result.status == 200;
     }
   }
-  ctx_.store->remove(id);
+  if (!co_await ctx_.writer->remove(id, rt->config.refresh.timeout))
+    log::event(log::Level::warn, "the token store has not forgotten the connection yet; pending",
+               {{"connection", id}});
   remove_connection(id);
   conn->publish(nullptr);
   log::event(log::Level::info, "connection deleted", {{"connection", id}, {"revoked", revoked}});

@@ -251,9 +251,11 @@ asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& r
   }
   conn->created_at_runtime = true;
   auto record = make_record(*conn, fresh.get());
-  if (!ctx_.store->save(record))
-    co_return html_page(http::status::internal_server_error, "Authorization failed",
-                        "The token store could not be written. Nothing was changed.");
+  // The code is spent once redeemed: a store that cannot take the record now keeps it
+  // pending (retried), and the connection serves from memory meanwhile (SPEC 6.9).
+  if (!co_await ctx_.writer->save(std::move(record), rt->config.refresh.timeout))
+    log::event(log::Level::warn, "the token store has not taken the connection yet; pending",
+               {{"connection", t.connection_id}});
   conn->publish(fresh);
   add_connection(conn);
   log::event(log::Level::info, "connection authorized",

@@ -43,6 +43,7 @@ struct Lifecycle {
   std::mutex mutex;
   bool refreshing = false;
   std::vector<std::function<void()>> waiters;  // each wakes one waiting request
+  const char* waiting_on = "";                 // what a running refresh waits for, for 503s
   ConnectionState state = ConnectionState::ready;
   std::string last_error;
   Clock::time_point last_refresh_at{}, retry_at{}, cooldown_until{};

@@ -73,6 +73,7 @@ struct RedisClient::Impl {
   bool busy = false;
   std::deque<std::shared_ptr<asio::steady_timer>> queue;
   std::atomic<bool> reachable{true};
+  std::atomic<std::int64_t> recovered_at{0};  // steady clock ticks of the last recovery
   std::atomic<bool> subscribed{false};
   std::chrono::steady_clock::time_point next_connect{};
   Millis backoff{0};
@@ -192,7 +193,9 @@ struct RedisClient::Impl {
       } else {
         auto r = co_await open(conn);
         if (r.ec) {
-          backoff = backoff.count() ? std::min(backoff * 2, Millis(5000)) : Millis(100);
+          // At most a second between tries: a pending record must reach a Redis that is back
+          // within two (SPEC 6.9), and a reconnect to it costs nothing.
+          backoff = backoff.count() ? std::min(backoff * 2, Millis(1000)) : Millis(100);
           next_connect = std::chrono::steady_clock::now() + backoff;
           results.assign(commands.size(), r);
         } else {
@@ -204,7 +207,10 @@ struct RedisClient::Impl {
       results = co_await exchange(conn, std::move(commands));
       if (!results.empty() && results.front().ec) conn.close();
     }
-    reachable = results.empty() || !results.front().ec;
+    bool now_reachable = results.empty() || !results.front().ec;
+    if (now_reachable && !reachable)
+      recovered_at = std::chrono::steady_clock::now().time_since_epoch().count();
+    reachable = now_reachable;
     busy = false;
     if (!queue.empty()) {
       queue.front()->cancel();
@@ -240,7 +246,7 @@ struct RedisClient::Impl {
       c.close();
       pause.expires_after(delay);
       co_await pause.async_wait(nothrow);
-      delay = std::min(delay * 2, Millis(5000));
+      delay = std::min(delay * 2, Millis(1000));
     }
   }
 };
@@ -289,6 +295,14 @@ void RedisClient::subscribe(std::string channel,
                             std::function<void(const std::string&)> on_message) {
   asio::co_spawn(impl_->ioc, impl_->subscriber(std::move(channel), std::move(on_message)),
                  asio::detached);
+}
+
+bool RedisClient::recovered_within(Millis d) const {
+  auto at = impl_->recovered_at.load();
+  if (at == 0) return false;
+  auto since = std::chrono::steady_clock::now() -
+               std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(at));
+  return since < d;
 }
 
 bool RedisClient::subscribed() const {

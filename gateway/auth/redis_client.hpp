@@ -48,6 +48,8 @@ class RedisClient {
   // One result per command, in order; an I/O failure fails every command of the batch.
   std::vector<RedisResult> pipeline_blocking(std::vector<Command> commands);
   bool reachable() const { return reachable_.load(); }
+  // Whether Redis answered again, after failing, less than `d` ago.
+  bool recovered_within(Millis d) const;
 
   // Calls on_message(payload) on the client's thread for every message published on
   // `channel`, and on_message("") whenever the subscription was (re)established, since

@@ -220,8 +220,14 @@ boost::asio::awaitable<void> RedisStore::wait_update(std::string id, std::uint64
   notifications_->waiters.erase(it);
 }
 
+// After an outage, how long no replica takes a lock for a refresh: those that refreshed while
+// Redis was gone save their pending records first (theirs retry every 250 ms at most, and the
+// reconnect waits a second at most).
+constexpr Millis kSettleAfterOutage{2000};
+
 boost::asio::awaitable<RefreshLock::Outcome> RedisStore::acquire(std::string id, std::string owner,
                                                                  Millis lease) {
+  if (redis_->recovered_within(kSettleAfterOutage)) co_return Outcome::settling;
   std::vector<std::string> cmd{"SET", prefix_ + "lock:" + id,       owner, "NX",
                                "PX",  std::to_string(lease.count())};
   auto r = co_await redis_->exec(std::move(cmd));
@@ -236,10 +242,11 @@ boost::asio::awaitable<bool> RedisStore::renew(std::string id, std::string owner
   co_return r.ok() && r.reply.integer == 1;
 }
 
-boost::asio::awaitable<void> RedisStore::release(std::string id, std::string owner) {
+boost::asio::awaitable<bool> RedisStore::release(std::string id, std::string owner) {
   std::vector<std::string> cmd{"EVAL", kReleaseScript,      "1", prefix_ + "lock:" + id,
                                owner,  prefix_ + "updates", id};
-  co_await redis_->exec(std::move(cmd));
+  auto r = co_await redis_->exec(std::move(cmd));
+  co_return r.ok();
 }
 
 boost::asio::awaitable<std::optional<TokenRecord>> RedisStore::read(std::string id,

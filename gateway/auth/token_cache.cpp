@@ -100,7 +100,10 @@ asio::awaitable<CredentialResult> TokenCache::refresh_now(std::shared_ptr<Connec
                                                           RefreshTrigger trigger) {
   auto executor = co_await asio::this_coro::executor;
   auto timer = std::make_shared<asio::steady_timer>(executor);
-  timer->expires_after(parts_.context(*c).refresh.timeout * 2 + std::chrono::seconds(1));
+  // A waiter waits for the refresh.timeout and a second at most (SPEC 6.1), whatever the
+  // refresh itself waits for (another replica's lease, the store).
+  const auto wait = parts_.context(*c).refresh.timeout + std::chrono::seconds(1);
+  timer->expires_after(wait);
   bool start = false;
   std::optional<CredentialResult> refused;
   {
@@ -118,16 +121,23 @@ asio::awaitable<CredentialResult> TokenCache::refresh_now(std::shared_ptr<Connec
   co_await timer->async_wait(nothrow);
   auto cred = c->current();
   bool failed = false;
+  std::string still;
   {
     std::lock_guard lock(c->lifecycle->mutex);
     failed = c->lifecycle->state == ConnectionState::needs_reauth ||
              c->lifecycle->state == ConnectionState::degraded;
+    if (c->lifecycle->refreshing && *c->lifecycle->waiting_on) still = c->lifecycle->waiting_on;
   }
   // A forced or rejection-driven refresh that failed has no result, even if the old
   // token has not expired yet.
   bool must_be_new = trigger == RefreshTrigger::forced || trigger == RefreshTrigger::rejected;
   if (usable(cred.get(), parts_.now()) && !(failed && must_be_new))
     co_return CredentialResult{cred, {}};
+  if (!still.empty())
+    co_return CredentialResult{
+        nullptr, "the refresh of connection " + c->id + " did not finish within " +
+                     std::to_string(std::chrono::duration_cast<Millis>(wait).count()) +
+                     " ms (waiting for " + still + ")"};
   co_return unusable(*c);
 }
 

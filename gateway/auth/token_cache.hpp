@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 
+#include "gateway/auth/store_writer.hpp"
 #include "gateway/auth/token_endpoint.hpp"
 #include "gateway/auth/token_provider.hpp"
 #include "gateway/auth/token_store.hpp"
@@ -41,8 +42,8 @@ struct TokenCacheParts {
   // refresh started on), or null.
   std::function<std::shared_ptr<Connection>(const std::string& id)> successor;
   std::shared_ptr<TokenEndpoint> endpoint;
-  std::shared_ptr<TokenStore> store;
-  RefreshLock* lock = nullptr;  // the store's cluster lock (redis), else null
+  std::shared_ptr<StoreWriter> writer;  // every store write goes through it, off the loops
+  RefreshLock* lock = nullptr;          // the store's cluster lock (redis), else null
   std::function<Clock::time_point()> now = [] { return Clock::now(); };
 };
 
@@ -70,9 +71,10 @@ class TokenCache final : public TokenProvider {
   void choose_grant(Run& run) const;
   boost::asio::awaitable<void> take_lease(Run& run);
   boost::asio::awaitable<void> request_token(Run& run);
-  void publish(Run& run);
+  boost::asio::awaitable<void> publish(Run& run);
   boost::asio::awaitable<void> release_lease(Run& run);
   void settle(Run& run);
+  boost::asio::awaitable<void> wait_for_pending(Run& run);
   void report(const Run& run) const;
   CredentialResult unusable(const Connection& c) const;
 

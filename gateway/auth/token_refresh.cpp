@@ -62,7 +62,8 @@ struct TokenCache::Run {
   bool skip = false;                   // no request to make (store unreachable, lock held)
   std::optional<TokenRecord> adopted;  // another replica's newer record
   std::string owner;                   // our lease, when we hold one
-  std::shared_ptr<bool> renewing = std::make_shared<bool>(false);
+  std::shared_ptr<std::atomic<bool>> renewing = std::make_shared<std::atomic<bool>>(false);
+  bool saved = false;  // the store took the new record
   std::shared_ptr<const Credential> fresh;
   Clock::time_point now{};
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
@@ -80,6 +81,32 @@ void TokenCache::choose_grant(Run& run) const {
     run.grant = "refresh_token";
   else if (c.grant == "client_credentials" || c.grant == "password")
     run.grant = c.grant;
+}
+
+namespace {
+
+// How long a refresh waits for the store to take its new record before it goes on with the
+// token in memory (the record stays pending, SPEC 6.9).
+constexpr Millis kSaveWait{1000};
+
+void waiting_on(Connection& c, const char* what) {
+  std::lock_guard lock(c.lifecycle->mutex);
+  c.lifecycle->waiting_on = what;
+}
+
+}  // namespace
+
+// Pending record (SPEC 6.9): a record of this connection the store has not taken yet is
+// saved first of all; with the redis store no refresh starts before it is, or another
+// replica would read the spent refresh token.
+asio::awaitable<void> TokenCache::wait_for_pending(Run& run) {
+  auto& writer = *parts_.writer;
+  if (!writer.pending(run.c->id)) co_return;
+  waiting_on(*run.c, "the token store, which has not taken this connection's newest record");
+  if (co_await writer.settled(run.c->id, run.ctx.refresh.timeout) || !parts_.lock) co_return;
+  run.result.failure = TokenFailure::transient;
+  run.result.error = "token store unreachable; the newest record is pending";
+  run.skip = true;
 }
 
 // Lease (redis store): hold the cluster lock for the refresh, renewed while it runs; whoever
@@ -140,6 +167,10 @@ asio::awaitable<void> TokenCache::take_lease(Run& run) {
           asio::detached);
       co_return;
     }
+    waiting_on(*run.c, outcome == RefreshLock::Outcome::settling
+                           ? "the token store, just back: other replicas save their newest "
+                             "records first"
+                           : "another replica's refresh");
     if (std::chrono::steady_clock::now() > deadline) {
       run.result.failure = TokenFailure::transient;
       run.result.error = "another replica holds the refresh lock";
@@ -167,19 +198,21 @@ asio::awaitable<void> TokenCache::request_token(Run& run) {
     run.result.error = "bad_request: " + error;
     co_return;
   }
+  waiting_on(*run.c, "the vendor's token endpoint");
   run.result = co_await parts_.endpoint->exchange(std::move(*request), run.ctx.refresh.timeout);
 }
 
 // Publish: the new credential, its rotated refresh token durable before the access token is
 // used; or the record another replica saved.
-void TokenCache::publish(Run& run) {
+asio::awaitable<void> TokenCache::publish(Run& run) {
   auto& c = *run.c;
   if (run.adopted) {
     restore_record(c, *run.adopted);
     run.fresh = c.current();
-    return;
+    run.saved = true;
+    co_return;
   }
-  if (run.result.failure != TokenFailure::none) return;
+  if (run.result.failure != TokenFailure::none) co_return;
   std::string render_error;
   auto lifetime = run.result.expires_in ? run.result.expires_in : run.oauth->default_expires_in;
   run.fresh = make_credential(
@@ -191,32 +224,44 @@ void TokenCache::publish(Run& run) {
   if (!run.fresh) {
     run.result.failure = TokenFailure::permanent;
     run.result.error = "render: " + render_error;
-    return;
+    co_return;
   }
   auto record = make_record(c, run.fresh.get());
   record.state = "ready";
   record.last_error.clear();
-  bool saved = parts_.store->save(record);
-  metrics::store_operation("save", saved);
-  if (!saved)
-    log::event(log::Level::error, "token store write failed; the new token lives in memory only",
+  waiting_on(c, "the token store");
+  run.saved = co_await parts_.writer->save(std::move(record), kSaveWait);
+  if (!run.saved)
+    log::event(log::Level::warn,
+               "the token store has not taken the new record; it stays pending and is retried, "
+               "the new token serves from memory",
                {{"connection", c.id}});
   c.publish(run.fresh);
 }
 
 // Settle, lease side: release ours; after a permanent failure re-read first, since we may
 // have lost a race rather than the grant.
+// A lease whose release fails, or whose record the store has not taken yet, goes to the
+// writer: it is released (and renewed until then) once the record is saved.
 asio::awaitable<void> TokenCache::release_lease(Run& run) {
-  *run.renewing = false;
-  if (run.owner.empty() || run.skip) co_return;
+  if (run.owner.empty() || run.skip) {
+    *run.renewing = false;
+    co_return;
+  }
   if (!run.fresh && run.result.failure == TokenFailure::permanent) {
     auto rec = co_await parts_.lock->read(run.c->id, nullptr);
     if (rec && rec->version > run.base_version && !rec->access_token.empty()) {
       restore_record(*run.c, *rec);
       run.fresh = run.c->current();
+      run.saved = true;
     }
   }
-  co_await parts_.lock->release(run.c->id, run.owner);
+  if ((!run.fresh || run.saved) && co_await parts_.lock->release(run.c->id, run.owner)) {
+    *run.renewing = false;
+    co_return;
+  }
+  parts_.writer->release_later(run.c->id, run.owner,
+                               [renewing = run.renewing] { *renewing = false; });
 }
 
 // Settle: the successor gets the token, the lifecycle its new state, the waiters their
@@ -238,6 +283,7 @@ void TokenCache::settle(Run& run) {
     std::lock_guard lock(c.lifecycle->mutex);
     auto& lc = *c.lifecycle;
     lc.refreshing = false;
+    lc.waiting_on = "";
     waiters.swap(lc.waiters);
     lc.needs_reauth = permanent;
     if (run.fresh) {
@@ -257,7 +303,7 @@ void TokenCache::settle(Run& run) {
     }
   }
   for (auto& wake : waiters) wake();
-  if (permanent) parts_.store->save(make_record(c, run.old.get()));
+  if (permanent) parts_.writer->save_detached(make_record(c, run.old.get()));
 }
 
 // Report: one metric and one log line per refresh (never a token).
@@ -296,7 +342,8 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
   run.oauth = run.c->policy->oauth ? &*run.c->policy->oauth : nullptr;
   run.base_version = run.old ? run.old->version : 0;
   choose_grant(run);
-  if (parts_.lock && run.oauth && !run.grant.empty()) co_await take_lease(run);
+  co_await wait_for_pending(run);
+  if (!run.skip && parts_.lock && run.oauth && !run.grant.empty()) co_await take_lease(run);
   if (!run.skip && !run.adopted) {
     co_await request_token(run);
     // A connection that can log in again does (SPEC 4): a password or client_credentials
@@ -312,7 +359,7 @@ asio::awaitable<void> TokenCache::run_refresh(std::shared_ptr<Connection> c,
     }
   }
   run.now = parts_.now();
-  publish(run);
+  co_await publish(run);
   co_await release_lease(run);
   settle(run);
   report(run);

@@ -90,12 +90,16 @@ class FileStore final : public TokenStore {
 // and the latest record, read without blocking an event loop.
 class RefreshLock {
  public:
-  enum class Outcome { acquired, held_by_other, unavailable };
+  // settling: the store has just come back, and replicas that could not save during the
+  // outage are given time to do so before anyone refreshes (they hold the newest tokens).
+  enum class Outcome { acquired, held_by_other, settling, unavailable };
   virtual ~RefreshLock() = default;
   virtual boost::asio::awaitable<Outcome> acquire(std::string id, std::string owner,
                                                   Millis lease) = 0;
   virtual boost::asio::awaitable<bool> renew(std::string id, std::string owner, Millis lease) = 0;
-  virtual boost::asio::awaitable<void> release(std::string id, std::string owner) = 0;
+  // True when the lease is gone (released, or no longer ours); false when the store did not
+  // answer.
+  virtual boost::asio::awaitable<bool> release(std::string id, std::string owner) = 0;
   // nullopt when there is no record or the store is unreachable (`reachable` says which).
   virtual boost::asio::awaitable<std::optional<TokenRecord>> read(std::string id,
                                                                   bool* reachable) = 0;
@@ -125,7 +129,7 @@ class RedisStore final : public TokenStore, public RefreshLock {
 
   boost::asio::awaitable<Outcome> acquire(std::string id, std::string owner, Millis lease) override;
   boost::asio::awaitable<bool> renew(std::string id, std::string owner, Millis lease) override;
-  boost::asio::awaitable<void> release(std::string id, std::string owner) override;
+  boost::asio::awaitable<bool> release(std::string id, std::string owner) override;
   boost::asio::awaitable<std::optional<TokenRecord>> read(std::string id, bool* reachable) override;
   std::uint64_t update_generation(const std::string& id) override;
   boost::asio::awaitable<void> wait_update(std::string id, std::uint64_t seen,

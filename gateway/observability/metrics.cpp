@@ -95,6 +95,11 @@ struct Registry {
                                                          .Name("gateway_config_reloads_total")
                                                          .Help("Configuration reloads")
                                                          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& store_pending =
+      BuildGauge()
+          .Name("gateway_store_pending_records")
+          .Help("Token records the store has not taken yet (retried)")
+          .Register(*registry);
   prometheus::Family<prometheus::Gauge>& build_info = BuildGauge()
                                                           .Name("gateway_build_info")
                                                           .Help("Always 1; the version as a label")
@@ -244,6 +249,7 @@ std::string render(const Snapshot& s) {
   r.downstream.Add({}).Set(s.downstream_connections);
   r.upstream.Add({{"state", "idle"}}).Set(s.upstream_idle);
   r.upstream.Add({{"state", "busy"}}).Set(s.upstream_busy);
+  r.store_pending.Add({}).Set(s.store_pending);
   // Connection gauges are rebuilt each scrape so removed integrations disappear.
   static std::mutex mutex;
   static std::vector<prometheus::Gauge*> previous;

@@ -34,6 +34,7 @@ void config_reload(bool ok);
 // Point-in-time values, set just before each scrape.
 struct Snapshot {
   double inflight = 0, downstream_connections = 0, upstream_idle = 0, upstream_busy = 0;
+  double store_pending = 0;  // records the token store has not taken yet
   // (integration, state) -> count
   std::vector<std::tuple<std::string, std::string, double>> connections;
 };

@@ -19,6 +19,9 @@ Knobs and counters live under /_sim/ (no credentials needed):
   GET  /_sim/requests           the recorded API requests (method, path, query, headers, body)
   POST /_sim/config             JSON: token_lifetime, rotate_refresh, omit_expires_in,
                                 fail_token {count, status, body}, delay_ms, token_delay_ms,
+                                answer_delay_ms (a refresh token is redeemed, then the answer
+                                waits: the moment a test faults the gateway's store; counter
+                                refresh_redeemed),
                                 stray (bodies written after HEAD and 204 answers anyway, and
                                 a whole fake answer after them, as a broken vendor would)
   POST /_sim/revoke             revokes every access token issued so far
@@ -65,6 +68,7 @@ class State:
         self.fail_token = None  # {"count": n, "status": s, "body": {...}}
         self.delay_ms = 0
         self.token_delay_ms = 0
+        self.answer_delay_ms = 0
         self.stray = False  # write past bodiless answers (HEAD, 204): the cross-caller fault
         self.token_shape = None  # nested | expires_at | ms: where the token answer keeps its fields
         self.rate_limit = None  # {"count": n, "status": 429, "retry_after": "3"}: the next n API calls
@@ -75,7 +79,7 @@ class State:
         self.api_keys = {}  # email -> api key (comm100)
         self.counters = {"connections": 0, "requests": 0, "api_requests": 0,
                          "token_requests": 0, "rejected": 0, "api_connections": 0, "refresh_reuse": 0,
-                         "invalid_grant": 0, "rate_limited": 0, "pkce_verified": 0,
+                         "invalid_grant": 0, "rate_limited": 0, "pkce_verified": 0, "refresh_redeemed": 0,
                          "json_token_requests": 0}
         self.recorded = []
         for spec in args.seed_token or []:
@@ -292,7 +296,8 @@ class Handler(BaseHTTPRequestHandler):
             cfg = json.loads(body or b"{}")
             with st.lock:
                 for key in ("token_lifetime", "rotate_refresh", "omit_expires_in", "fail_token",
-                            "delay_ms", "token_delay_ms", "redirect_uri", "stray", "token_shape"):
+                            "delay_ms", "token_delay_ms", "answer_delay_ms", "redirect_uri", "stray",
+                            "token_shape"):
                     if key in cfg:
                         setattr(st, key, cfg[key])
             return self.send_json(200, {"ok": True})
@@ -552,6 +557,9 @@ class Handler(BaseHTTPRequestHandler):
                 st.count("invalid_grant")
                 return 400, {"error": "invalid_grant"}
             answer = st.issue()
+            st.count("refresh_redeemed")
+            if st.answer_delay_ms:
+                time.sleep(st.answer_delay_ms / 1000)
             if not st.rotate_refresh:
                 with st.lock:
                     del st.refresh[answer["refresh_token"]]

@@ -286,6 +286,74 @@ def stop_all(processes):
         raise first
 
 
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Redis:
+    """A real redis-server on 127.0.0.1 (no persistence unless `extra` asks for it), started
+    on `port` or a free one; `extra` adds server arguments (TLS, replicaof, ...)."""
+
+    def __init__(self, workdir, port=None, extra=(), cli_args=()):
+        self.port = port or free_port()
+        self.dir = os.path.join(workdir, "redis-%d" % self.port)
+        self.cli_args = list(cli_args)
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = spawn(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.cli("PING").strip() == "PONG":
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def cli(self, *args):
+        r = subprocess.run(["redis-cli", "-p", str(self.port), *self.cli_args, *args],
+                           capture_output=True, text=True)
+        return r.stdout
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a paused one too
+            self.proc.kill()
+        self.proc.wait()
+
+
+def traffic(gws, pause, count=None, seconds=None):
+    """Each gateway gets its own client sending GET /chime/v1/leads on one keep-alive
+    connection, `count` times or for `seconds`; returns every status, in no order."""
+    statuses = []
+    lock = threading.Lock()
+    start = time.time()
+
+    def worker(gw):
+        c = gw.conn(timeout=30)
+        n = 0
+        while (count is None or n < count) and (seconds is None or time.time() - start < seconds):
+            c.request("GET", "/chime/v1/leads")
+            r = c.getresponse()
+            r.read()
+            with lock:
+                statuses.append(r.status)
+            n += 1
+            time.sleep(pause)
+        c.close()
+
+    threads = [threading.Thread(target=worker, args=(gw,)) for gw in gws]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:

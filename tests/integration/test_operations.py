@@ -12,7 +12,7 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import CA, Gateway, Sim, Workdir, base_config, secret
+from harness import CA, Gateway, Sim, Workdir, base_config, free_port, secret
 
 W = Workdir()
 CA_ = CA(W.path)
@@ -20,14 +20,6 @@ CERT, KEY = CA_.issue("sim", "IP:127.0.0.1,DNS:localhost")
 TOKEN = secret("tok-" + os.urandom(8).hex())
 ACCESS_FIELDS = {"ts", "request_id", "integration", "connection", "method", "path", "status",
                  "upstream_status", "duration_ms", "upstream_ms", "retried", "bytes_in", "bytes_out"}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def chime_integration(sim, name="chime"):

@@ -12,8 +12,7 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import CA, Gateway, Sim, Workdir, base_config, scan_for_secrets, secret
-from test_operations import free_port
+from harness import CA, Gateway, Sim, Workdir, base_config, free_port, scan_for_secrets, secret
 
 W = Workdir()
 CA_ = CA(W.path)

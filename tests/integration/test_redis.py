@@ -4,44 +4,21 @@ outage with /readyz saying so, recovery without restarts, nothing in clear in Re
 import base64
 import os
 import shutil
-import subprocess
 import threading
 import time
 import unittest
 import urllib.error
 import urllib.request
 
-from harness import CA, Gateway, Sim, Workdir, base_config, secret, spawn, stop_all
-from test_operations import free_port
+from harness import CA, Gateway, Redis as _Redis, Sim, Workdir, base_config, secret, stop_all, traffic
 
 W = Workdir()
+
+
+def Redis(port=None):
+    return _Redis(W.path, port)
 CA_ = CA(W.path)
 CERT, KEY = CA_.issue("sim", "IP:127.0.0.1,DNS:localhost")
-
-
-class Redis:
-    def __init__(self, port=None):
-        self.port = port or free_port()
-        self.dir = os.path.join(W.path, "redis-%d" % self.port)
-        os.makedirs(self.dir, exist_ok=True)
-        self.proc = spawn(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if self.cli("PING").strip() == "PONG":
-                return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def cli(self, *args):
-        r = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True)
-        return r.stdout
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
 
 
 def readyz(gw):
@@ -50,34 +27,6 @@ def readyz(gw):
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
-
-
-def traffic(gws, pause, count=None, seconds=None):
-    """Each gateway gets its own client sending GET /chime/v1/leads on one keep-alive
-    connection, `count` times or for `seconds`; returns every status, in no order."""
-    statuses = []
-    lock = threading.Lock()
-    start = time.time()
-
-    def worker(gw):
-        c = gw.conn(timeout=30)
-        n = 0
-        while (count is None or n < count) and (seconds is None or time.time() - start < seconds):
-            c.request("GET", "/chime/v1/leads")
-            r = c.getresponse()
-            r.read()
-            with lock:
-                statuses.append(r.status)
-            n += 1
-            time.sleep(pause)
-        c.close()
-
-    threads = [threading.Thread(target=worker, args=(gw,)) for gw in gws]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return statuses
 
 
 @unittest.skipUnless(shutil.which("redis-server"), "redis-server is installed by scripts/setup.sh")

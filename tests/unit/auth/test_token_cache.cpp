@@ -10,6 +10,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "gateway/auth/token_cache.hpp"
 #include "gateway/observability/log.hpp"
@@ -58,23 +59,40 @@ TokenResult failure(TokenFailure kind, std::string error) {
 }
 
 // A memory store whose n-th save fails (counting from 1; 0: none).
+// Called on the writer's thread; the test reads it once the io_context has run.
 class FlakyStore final : public TokenStore {
  public:
+  std::mutex mutex;
   int fail_save = 0, saves = 0;
+  int fail_from = 0, fail_until = 0;  // saves fail_from..fail_until fail too (an outage)
   std::map<std::string, TokenRecord> records;
-  std::map<std::string, TokenRecord> load() override { return records; }
+  std::map<std::string, TokenRecord> load() override {
+    std::lock_guard lock(mutex);
+    return records;
+  }
   bool save(const TokenRecord& r) override {
-    if (++saves == fail_save) return false;
+    std::lock_guard lock(mutex);
+    ++saves;
+    if (saves == fail_save || (saves >= fail_from && saves <= fail_until)) return false;
     records[r.id] = r;
     return true;
   }
-  bool remove(const std::string& id) override { return records.erase(id) > 0; }
+  bool remove(const std::string& id) override {
+    std::lock_guard lock(mutex);
+    return records.erase(id) > 0;
+  }
+  std::optional<TokenRecord> record(const std::string& id) {
+    std::lock_guard lock(mutex);
+    auto it = records.find(id);
+    return it == records.end() ? std::nullopt : std::optional(it->second);
+  }
 };
 
 struct Fixture {
   Clock::time_point now = Clock::now();
   std::shared_ptr<ScriptedEndpoint> endpoint = std::make_shared<ScriptedEndpoint>();
   std::shared_ptr<FlakyStore> store = std::make_shared<FlakyStore>();
+  std::shared_ptr<StoreWriter> writer;
   RefreshConfig refresh;
   std::shared_ptr<TokenCache> cache;
   std::shared_ptr<const Routes> routes;
@@ -110,7 +128,8 @@ struct Fixture {
     };
     parts.successor = [this](const std::string& id) { return routes->connections.at(id); };
     parts.endpoint = endpoint;
-    parts.store = store;
+    writer = std::make_shared<StoreWriter>(store, StoreWriter::Retry{1ms, 5ms});
+    parts.writer = writer;
     parts.now = [this] { return now; };
     cache = std::make_shared<TokenCache>(std::move(parts));
   }
@@ -159,7 +178,7 @@ TEST_CASE("single flight: one token request for 50 waiters, each gets its result
   CHECK(sends(f.endpoint->requests[0], "grant_type=refresh_token"));
   CHECK(sends(f.endpoint->requests[0], "refresh_token=rt-0"));
   // The rotated refresh token was stored before the token was published.
-  CHECK(f.store->records.at("acme").refresh_token == "rt-1");
+  CHECK(f.store->record("acme")->refresh_token == "rt-1");
   CHECK(f.conn->current()->version == 1);
 }
 
@@ -305,4 +324,46 @@ TEST_CASE("fail the n-th step: endpoint or store failing at any call loses no re
       CHECK(f.endpoint->carried_newest == std::vector<bool>(f.endpoint->requests.size(), true));
     }
   }
+}
+
+TEST_CASE("a store outage during a refresh: the new token serves, its record stays pending") {
+  Fixture f;
+  f.store->fail_from = 1;
+  f.store->fail_until = 1'000'000;  // down until told otherwise
+  auto r = f.acquire(3);
+  for (const auto& one : r) {
+    REQUIRE(one.credential);
+    CHECK(one.credential->access_token == "at-1");  // from memory
+  }
+  CHECK(f.writer->pending() == 1);
+  CHECK_FALSE(f.store->record("acme"));
+  // The store comes back: the pending record lands without another refresh.
+  {
+    std::lock_guard lock(f.store->mutex);
+    f.store->fail_until = 0;
+  }
+  for (int i = 0; i < 2000 && f.writer->pending(); ++i) std::this_thread::sleep_for(1ms);
+  CHECK(f.writer->pending() == 0);
+  REQUIRE(f.store->record("acme"));
+  CHECK(f.store->record("acme")->refresh_token == "rt-1");
+  CHECK(f.endpoint->requests.size() == 1);
+}
+
+TEST_CASE("a pending record is saved before the connection's next refresh") {
+  Fixture f;
+  f.store->fail_from = 1;
+  f.store->fail_until = 1'000'000;
+  f.acquire();
+  REQUIRE(f.writer->pending() == 1);
+  {
+    std::lock_guard lock(f.store->mutex);
+    f.store->fail_until = 0;
+  }
+  f.now += 101s;  // expired: the next request refreshes, after the pending record is saved
+  auto r = f.acquire();
+  REQUIRE(r[0].credential);
+  CHECK(r[0].credential->access_token == "at-2");
+  CHECK(f.writer->pending() == 0);
+  CHECK(f.store->record("acme")->refresh_token == "rt-2");
+  CHECK(f.endpoint->carried_newest == std::vector<bool>{true, true});
 }
