@@ -58,35 +58,7 @@ class Gateway {
     std::shared_ptr<TokenStore> store;
     try {
       store = make_store(rt->config.store, rt->config.refresh.timeout);
-      // The store wins over the config's bootstrap credentials: it holds the newer,
-      // possibly rotated, tokens.
-      auto routes = rt->routes;
-      std::vector<std::shared_ptr<Connection>> created;
-      for (const auto& [id, record] : store->load()) {
-        auto it = routes->connections.find(id);
-        if (it != routes->connections.end() && it->second->integration == record.integration) {
-          restore_record(*it->second, record);
-        } else if (it == routes->connections.end() && record.created_at_runtime) {
-          // Created by the admin API or onboarding: rebuilt from its record.
-          auto iit = routes->integrations.find(record.integration);
-          std::string key, error;
-          ConnectionConfig cc{id, record.integration, record.vars, {}, record.grant, ""};
-          auto conn = iit == routes->integrations.end()
-                          ? nullptr
-                          : make_connection(cc, *iit->second, &key, &error);
-          if (!conn) {
-            log::event(log::Level::warn,
-                       "stored connection no longer fits the config; kept in "
-                       "the store, not served",
-                       {{"connection", id}, {"integration", record.integration}});
-            continue;
-          }
-          conn->created_at_runtime = true;
-          restore_record(*conn, record);
-          created.push_back(std::move(conn));
-        }
-      }
-      if (!created.empty()) routes = with_connections(*routes, created);
+      auto routes = restore_connections(store->load(), rt->routes);
       if (routes != rt->routes)
         rt = shared_.writer.commit_routes([&](const Routes&) { return routes; });
     } catch (const StoreError& e) {
@@ -116,6 +88,22 @@ class Gateway {
     writer_ = std::make_shared<StoreWriter>(store);
     parts.writer = writer_;
     parts.lock = store->cluster_lock();
+    notifier_ = make_notifier(store);
+    parts.state_changed = [n = notifier_](const Connection& c, ConnectionState from,
+                                          ConnectionState to, std::uint64_t version) {
+      HealthEvent e;
+      e.event = health_event(from, to);
+      e.connection = c.id;
+      e.integration = c.integration;
+      e.state = state_name(to);
+      e.previous_state = state_name(from);
+      {
+        std::lock_guard lock(c.lifecycle->mutex);
+        e.reason = c.lifecycle->last_error;
+      }
+      e.version = version;
+      n->send(std::move(e));
+    };
     auto cache = std::make_shared<TokenCache>(std::move(parts));
     shared_.tokens = cache;
     store_ = store;
@@ -138,7 +126,10 @@ class Gateway {
     std::vector<asio::io_context*> loops;
     for (auto& w : workers_) loops.push_back(&w->ioc);
     admin_ = std::make_unique<AdminServer>(
-        workers_[0]->ioc, AdminContext{shared_, cache, store, writer_, loops}, admin_acceptor_);
+        workers_[0]->ioc,
+        AdminContext{shared_, cache, store, writer_,
+                     [n = notifier_](HealthEvent e) { n->send(std::move(e)); }, loops},
+        admin_acceptor_);
     admin_->start();
     asio::co_spawn(workers_[0]->ioc, accept_loop(), asio::detached);
 
@@ -181,6 +172,7 @@ class Gateway {
     watch_wake_.notify_all();
     watcher.join();
     writer_->stop();  // the last tries of pending records, while the loops still exist
+    notifier_->stop();
     stop_sharing_cooldowns(*store_);
     // Removing the signal set restores the default actions; a late SIGTERM (a supervisor
     // repeating itself) must not turn a clean drained exit into death by signal.
@@ -193,6 +185,16 @@ class Gateway {
   }
 
  private:
+  // Health events go to the notify.url current at each event, trusted like the vendors.
+  std::shared_ptr<Notifier> make_notifier(const std::shared_ptr<TokenStore>& store) {
+    NotifierParts np;
+    np.config = [this] { return shared_.runtime.load()->config.notify; };
+    np.tls = [this] { return shared_.runtime.load()->client_tls; };
+    if (store->cluster_lock())
+      np.claim = [store](std::string id) { return store->claim_event(std::move(id)); };
+    return std::make_shared<Notifier>(std::move(np));
+  }
+
   void open_listeners(const Runtime& rt) {
     // One acceptor, on the first event loop, that hands each connection to the loop serving
     // the fewest (accept_loop). One acceptor per loop with SO_REUSEPORT would let the kernel
@@ -379,6 +381,7 @@ class Gateway {
   std::unique_ptr<AdminServer> admin_;
   std::shared_ptr<TokenStore> store_;
   std::shared_ptr<StoreWriter> writer_;
+  std::shared_ptr<Notifier> notifier_;
   unsigned short listen_port_ = 0, admin_port_ = 0;
   // How many callers the descriptor limit leaves room for (callers_that_fit).
   std::size_t caller_cap_ = std::numeric_limits<std::size_t>::max();

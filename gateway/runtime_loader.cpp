@@ -2,6 +2,9 @@
 // --check: the same load, printed as a table.
 #include "gateway/runtime_loader.hpp"
 
+#include "gateway/auth/token_cache.hpp"
+#include "gateway/observability/log.hpp"
+
 #include <openssl/evp.h>
 
 #include <sys/resource.h>
@@ -170,6 +173,36 @@ std::size_t callers_that_fit() {
   if (lim.rlim_cur == RLIM_INFINITY) return std::numeric_limits<std::size_t>::max();
   auto fds = static_cast<std::size_t>(lim.rlim_cur);
   return fds > 128 + 2 ? (fds - 128) / 2 : 1;
+}
+
+std::shared_ptr<const Routes> restore_connections(const std::map<std::string, TokenRecord>& records,
+                                                  std::shared_ptr<const Routes> routes) {
+  std::vector<std::shared_ptr<Connection>> created;
+  for (const auto& [id, record] : records) {
+    auto it = routes->connections.find(id);
+    if (it != routes->connections.end() && it->second->integration == record.integration) {
+      restore_record(*it->second, record);
+    } else if (it == routes->connections.end() && record.created_at_runtime) {
+      // Created by the admin API or onboarding: rebuilt from its record.
+      auto iit = routes->integrations.find(record.integration);
+      std::string key, error;
+      ConnectionConfig cc{id, record.integration, record.vars, {}, record.grant, ""};
+      auto conn = iit == routes->integrations.end()
+                      ? nullptr
+                      : make_connection(cc, *iit->second, &key, &error);
+      if (!conn) {
+        log::event(log::Level::warn,
+                   "stored connection no longer fits the config; kept in "
+                   "the store, not served",
+                   {{"connection", id}, {"integration", record.integration}});
+        continue;
+      }
+      conn->created_at_runtime = true;
+      restore_record(*conn, record);
+      created.push_back(std::move(conn));
+    }
+  }
+  return created.empty() ? routes : with_connections(*routes, created);
 }
 
 }  // namespace gw

@@ -80,13 +80,7 @@ json time_or_null(Clock::time_point t) {
 }
 
 std::string random_token() {
-  std::string out;
-  static constexpr char hex[] = "0123456789abcdef";
-  for (unsigned char c : crypto::random_bytes(24)) {
-    out += hex[c >> 4];
-    out += hex[c & 15];
-  }
-  return out;
+  return crypto::hex(crypto::random_bytes(24));
 }
 
 std::string cookie_value(const AdminRequest& req, std::string_view name) {

@@ -16,6 +16,7 @@
 
 #include "gateway/auth/token_cache.hpp"
 #include "gateway/auth/token_store.hpp"
+#include "gateway/notify/notifier.hpp"
 #include "gateway/proxy/proxy.hpp"
 
 namespace gw {
@@ -26,8 +27,10 @@ using AdminResponse = boost::beast::http::response<boost::beast::http::string_bo
 struct AdminContext {
   ProxyShared& shared;
   std::shared_ptr<TokenCache> cache;
-  std::shared_ptr<TokenStore> store;            // asked for reachability by /readyz
-  std::shared_ptr<StoreWriter> writer;          // every write, off the event loops
+  std::shared_ptr<TokenStore> store;    // asked for reachability by /readyz
+  std::shared_ptr<StoreWriter> writer;  // every write, off the event loops
+  // Health events (SPEC 6.10): connected and deleted come from here; may be empty.
+  std::function<void(HealthEvent)> health;
   std::vector<boost::asio::io_context*> loops;  // every event loop, for /healthz
 };
 
@@ -70,6 +73,8 @@ class AdminServer {
   void add_connection(std::shared_ptr<Connection> conn);
   void remove_connection(const std::string& id);
   bool authorized(const AdminRequest& req) const;
+  // A connected or deleted event for `c`, whose state before was `previous` ("none": new).
+  void announce(const char* event, const Connection& c, std::string previous) const;
 
   boost::asio::io_context& ioc_;
   AdminContext ctx_;

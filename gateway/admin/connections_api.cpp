@@ -137,7 +137,13 @@ asio::awaitable<AdminResponse> AdminServer::put_connection(const AdminRequest& r
   std::string key, error;
   auto conn = make_connection(cc, *iit->second, &key, &error);
   if (!conn) co_return error_response(http::status::bad_request, "bad_request", key + ": " + error);
-  bool existed = routes->connections.count(id) > 0;
+  auto before = routes->connections.find(id);
+  bool existed = before != routes->connections.end();
+  std::string previous = "none";
+  if (existed) {
+    std::lock_guard lock(before->second->lifecycle->mutex);
+    previous = state_name(before->second->lifecycle->state);
+  }
   conn->created_at_runtime = true;
   auto record = make_record(*conn, conn->current().get());
   // A store that cannot take the record now keeps it pending (retried, /readyz says so):
@@ -152,6 +158,7 @@ asio::awaitable<AdminResponse> AdminServer::put_connection(const AdminRequest& r
              {{"connection", id}, {"integration", cc.integration}, {"grant", cc.grant}});
   if (cc.grant == "refresh_token" || cc.grant == "client_credentials" || cc.grant == "password")
     co_await ctx_.cache->refresh_now(conn, RefreshTrigger::initial);
+  announce("connected", *conn, previous);
   co_return json_response(existed ? http::status::ok : http::status::created,
                           connection_json(*conn));
 }
@@ -187,10 +194,33 @@ asio::awaitable<AdminResponse> AdminServer::delete_connection(const std::string&
     log::event(log::Level::warn, "the token store has not forgotten the connection yet; pending",
                {{"connection", id}});
   remove_connection(id);
+  std::string previous;
+  {
+    std::lock_guard lock(conn->lifecycle->mutex);
+    previous = state_name(conn->lifecycle->state);
+  }
+  announce("deleted", *conn, previous);
   conn->publish(nullptr);
   log::event(log::Level::info, "connection deleted", {{"connection", id}, {"revoked", revoked}});
   AdminResponse res{http::status::no_content, 11};
   co_return res;
+}
+
+void AdminServer::announce(const char* event, const Connection& c, std::string previous) const {
+  if (!ctx_.health) return;
+  HealthEvent e;
+  e.event = event;
+  e.connection = c.id;
+  e.integration = c.integration;
+  e.previous_state = std::move(previous);
+  {
+    std::lock_guard lock(c.lifecycle->mutex);
+    e.state = std::string(event) == "deleted" ? "deleted" : state_name(c.lifecycle->state);
+    e.reason = c.lifecycle->last_error;
+  }
+  auto cred = c.current();
+  e.version = cred ? cred->version : 0;
+  ctx_.health(std::move(e));
 }
 
 }  // namespace gw

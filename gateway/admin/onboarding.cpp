@@ -236,9 +236,13 @@ asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& r
   auto now = Clock::now();
   auto lifetime = result.expires_in ? result.expires_in : conn->policy->oauth->default_expires_in;
   std::uint64_t version = 1;
+  std::string previous = "none";
   if (auto old = rt->routes->connections.find(t.connection_id);
-      old != rt->routes->connections.end())
+      old != rt->routes->connections.end()) {
     if (auto oc = old->second->current()) version = oc->version + 1;
+    std::lock_guard lock(old->second->lifecycle->mutex);
+    previous = state_name(old->second->lifecycle->state);
+  }
   auto fresh = make_credential(*conn,
                                {result.access_token, result.refresh_token, now,
                                 lifetime ? now + *lifetime : Clock::time_point::max(), version},
@@ -260,6 +264,7 @@ asio::awaitable<AdminResponse> AdminServer::oauth_callback(const AdminRequest& r
   add_connection(conn);
   log::event(log::Level::info, "connection authorized",
              {{"connection", t.connection_id}, {"integration", t.integration}});
+  announce("connected", *conn, previous);
   co_return html_page(
       http::status::ok, "Connected",
       "Connection " + t.connection_id + " (" + t.integration + ") is now connected.");

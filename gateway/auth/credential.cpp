@@ -20,6 +20,22 @@ const char* state_name(ConnectionState s) {
   return "ready";
 }
 
+const char* health_event(ConnectionState from, ConnectionState to) {
+  if (from == to) return nullptr;
+  switch (to) {
+    case ConnectionState::needs_reauth:
+      return "needs_reauth";
+    case ConnectionState::degraded:
+      return "degraded";
+    case ConnectionState::ready:
+      return from == ConnectionState::degraded || from == ConnectionState::needs_reauth
+                 ? "recovered"
+                 : nullptr;
+    default:
+      return nullptr;
+  }
+}
+
 std::optional<std::string> lookup_placeholder(const Connection& c, const StringMap& extra,
                                               std::string_view name) {
   // Built-ins first: no var or credential can stand in for the client's identity, the

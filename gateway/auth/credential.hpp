@@ -36,6 +36,10 @@ struct Credential {
 
 enum class ConnectionState { ready, refreshing, degraded, needs_reauth, pending_authorization };
 const char* state_name(ConnectionState s);
+// The health event (SPEC 6.10) a change of state is, or null: needs_reauth, degraded, and
+// recovered when a degraded or needs_reauth connection is ready again. (connected and deleted
+// come from onboarding and the admin API.)
+const char* health_event(ConnectionState from, ConnectionState to);
 
 // The refresh bookkeeping of one connection, guarded by `mutex` (never held across a
 // co_await): single flight, waiters, backoff and cooldown.

@@ -1,4 +1,4 @@
-// AES-256-GCM sealing of token records and base64, on OpenSSL EVP. Pure functions.
+// AES-256-GCM sealing of token records, digests, MACs and base64, on OpenSSL. Pure functions.
 #pragma once
 #include <optional>
 #include <string>
@@ -19,7 +19,9 @@ std::string base64(std::string_view data);
 std::optional<std::string> unbase64(std::string_view text);
 // RFC 4648 section 5, without padding (PKCE, JWTs).
 std::string base64url(std::string_view data);
-std::string sha256(std::string_view data);  // the 32-byte digest
+std::string sha256(std::string_view data);                             // the 32-byte digest
+std::string hmac_sha256(std::string_view key, std::string_view data);  // the 32-byte MAC
+std::string hex(std::string_view bytes);                               // lower case
 // RFC 7636 4.1-4.2: a fresh code_verifier (43 characters of base64url, 256 random bits), and
 // the S256 code_challenge for one.
 std::string pkce_verifier();

@@ -135,6 +135,13 @@ void RedisStore::on_cooldown(std::function<void(const std::string&, std::int64_t
   notifications_->on_cooldown = std::move(handler);
 }
 
+boost::asio::awaitable<bool> RedisStore::claim_event(std::string id) {
+  RedisClient::Command cmd{"SET", prefix_ + "event:" + id, "1", "NX", "PX", "3600000"};
+  auto r = co_await redis_->exec(std::move(cmd));
+  if (!r.ok()) co_return true;
+  co_return r.reply.type == RedisReply::Type::status;
+}
+
 bool RedisStore::reachable() const {
   return redis_->reachable();
 }
@@ -232,7 +239,14 @@ boost::asio::awaitable<RefreshLock::Outcome> RedisStore::acquire(std::string id,
                                "PX",  std::to_string(lease.count())};
   auto r = co_await redis_->exec(std::move(cmd));
   if (r.ec || r.reply.type == RedisReply::Type::error) co_return Outcome::unavailable;
-  co_return r.reply.type == RedisReply::Type::status ? Outcome::acquired : Outcome::held_by_other;
+  const bool acquired = r.reply.type == RedisReply::Type::status;
+  // This very command may have been the first answer after an outage: then the lock goes
+  // back, and the others' pending records go first.
+  if (redis_->recovered_within(kSettleAfterOutage)) {
+    if (acquired) co_await release(id, owner);
+    co_return Outcome::settling;
+  }
+  co_return acquired ? Outcome::acquired : Outcome::held_by_other;
 }
 
 boost::asio::awaitable<bool> RedisStore::renew(std::string id, std::string owner, Millis lease) {

@@ -45,6 +45,11 @@ struct TokenCacheParts {
   std::shared_ptr<StoreWriter> writer;  // every store write goes through it, off the loops
   RefreshLock* lock = nullptr;          // the store's cluster lock (redis), else null
   std::function<Clock::time_point()> now = [] { return Clock::now(); };
+  // Told of every change of a connection's state a refresh makes (health events, SPEC 6.10),
+  // with the credential version it is about; may be empty.
+  std::function<void(const Connection&, ConnectionState from, ConnectionState to,
+                     std::uint64_t version)>
+      state_changed;
 };
 
 class TokenCache final : public TokenProvider {

@@ -279,9 +279,11 @@ void TokenCache::settle(Run& run) {
   const auto& cfg = run.ctx.refresh;
   bool permanent = !run.fresh && run.result.failure == TokenFailure::permanent;
   std::vector<std::function<void()>> waiters;
+  ConnectionState from{}, to{};
   {
     std::lock_guard lock(c.lifecycle->mutex);
     auto& lc = *c.lifecycle;
+    from = lc.state;
     lc.refreshing = false;
     lc.waiting_on = "";
     waiters.swap(lc.waiters);
@@ -301,9 +303,14 @@ void TokenCache::settle(Run& run) {
       lc.backoff = next_backoff(lc.backoff, cfg.backoff);
       lc.retry_at = run.now + jittered(lc.backoff);
     }
+    to = lc.state;
   }
   for (auto& wake : waiters) wake();
   if (permanent) parts_.writer->save_detached(make_record(c, run.old.get()));
+  if (parts_.state_changed && health_event(from, to)) {
+    auto* cred = run.fresh ? run.fresh.get() : run.old.get();
+    parts_.state_changed(c, from, to, cred ? cred->version : 0);
+  }
 }
 
 // Report: one metric and one log line per refresh (never a token).

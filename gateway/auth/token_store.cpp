@@ -206,4 +206,8 @@ boost::asio::awaitable<void> TokenStore::publish_cooldown(std::string, std::int6
   co_return;
 }
 
+boost::asio::awaitable<bool> TokenStore::claim_event(std::string) {
+  co_return true;
+}
+
 }  // namespace gw

@@ -53,6 +53,10 @@ class TokenStore {
   // store of one process shares nothing.
   virtual boost::asio::awaitable<void> publish_cooldown(std::string id, std::int64_t until_ms);
   virtual void on_cooldown(std::function<void(const std::string& id, std::int64_t until_ms)>) {}
+  // Health events (SPEC 6.10): true when this replica is the one to send event `id` (the
+  // redis store lets the first claim win for an hour; unreachable, it says true: a duplicate
+  // the receiver drops by id beats a lost event). A store of one process: always true.
+  virtual boost::asio::awaitable<bool> claim_event(std::string id);
 };
 
 class MemoryStore final : public TokenStore {
@@ -126,6 +130,7 @@ class RedisStore final : public TokenStore, public RefreshLock {
   bool reachable() const override;
   boost::asio::awaitable<void> publish_cooldown(std::string id, std::int64_t until_ms) override;
   void on_cooldown(std::function<void(const std::string&, std::int64_t)> handler) override;
+  boost::asio::awaitable<bool> claim_event(std::string id) override;
 
   boost::asio::awaitable<Outcome> acquire(std::string id, std::string owner, Millis lease) override;
   boost::asio::awaitable<bool> renew(std::string id, std::string owner, Millis lease) override;

@@ -42,4 +42,13 @@ bool cidr_contains(const Cidr& cidr, const std::array<std::uint8_t, 16>& addr, b
   return (cidr.bytes[full] & mask) == (addr[full] & mask);
 }
 
+bool is_loopback_address(const std::string& address) {
+  if (address == "localhost") return true;
+  auto c = parse_cidr(address);
+  if (!c) return false;
+  if (!c->v6) return c->bytes[0] == 127;
+  static const std::array<std::uint8_t, 16> one{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  return c->bytes == one;
+}
+
 }  // namespace gw

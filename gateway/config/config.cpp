@@ -5,6 +5,7 @@
 #include <regex>
 #include <set>
 
+#include "gateway/config/sections.hpp"
 #include "gateway/config/url.hpp"
 #include "gateway/config/yaml_reader.hpp"
 
@@ -37,15 +38,6 @@ namespace {
 const std::regex kIntegrationName("^[a-z0-9][a-z0-9-]*$");
 const std::regex kConnectionId("^[A-Za-z0-9._-]{1,128}$");
 
-bool is_loopback(const std::string& address) {
-  if (address == "localhost") return true;
-  auto c = parse_cidr(address);
-  if (!c) return false;
-  if (!c->v6) return c->bytes[0] == 127;
-  static const std::array<std::uint8_t, 16> one{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-  return c->bytes == one;
-}
-
 class ConfigLoader {
  public:
   ConfigLoader(const std::filesystem::path& file, Problems& problems)
@@ -60,7 +52,7 @@ class ConfigLoader {
     if (!reader_.check_keys(
             *root, "",
             {"listen", "admin", "threads", "policies", "store", "upstream", "limits", "refresh",
-             "shutdown", "log", "integrations", "connections"}))
+             "shutdown", "log", "notify", "integrations", "connections"}))
       return std::move(cfg_);
     listen((*root)["listen"]);
     admin((*root)["admin"]);
@@ -73,6 +65,7 @@ class ConfigLoader {
     if (auto n = (*root)["shutdown"]; n && reader_.check_keys(n, "shutdown", {"drain_timeout"}))
       reader_.get_duration(n, "shutdown", "drain_timeout", cfg_.drain_timeout);
     log((*root)["log"]);
+    read_notify(reader_, (*root)["notify"], cfg_.notify);
     integrations((*root)["integrations"]);
     connections((*root)["connections"]);
     cfg_.referenced_files = reader_.files_read();
@@ -123,7 +116,7 @@ class ConfigLoader {
     }
     bool guarded = !cfg_.listen.allow_from.empty() || cfg_.listen.insecure_open ||
                    (cfg_.listen.tls && !cfg_.listen.tls->client_ca_file.empty());
-    if (!is_loopback(cfg_.listen.address) && !guarded)
+    if (!is_loopback_address(cfg_.listen.address) && !guarded)
       reader_.problem(n["address"] ? n["address"] : n, "listen.address",
                       "a non-loopback address needs allow_from, tls.client_ca_file or "
                       "insecure_open: true");

@@ -152,6 +152,14 @@ struct ConnectionConfig {
   std::string where;
 };
 
+// Connection health events (SPEC 6.10): POSTed as signed JSON.
+struct NotifyConfig {
+  std::string url;                  // empty: no events
+  std::string secret;               // the HMAC-SHA256 key of X-Gateway-Signature
+  std::vector<std::string> events;  // empty: all of them
+  bool wants(std::string_view event) const;
+};
+
 struct Config {
   std::filesystem::path file;  // the config file itself
   ListenConfig listen;
@@ -164,6 +172,7 @@ struct Config {
   RefreshConfig refresh;
   Millis drain_timeout{20000};
   LogConfig log;
+  NotifyConfig notify;
   std::vector<IntegrationConfig> integrations;
   std::vector<ConnectionConfig> connections;
   // The files behind ${file:} values: watched with the config and the policy folders.
@@ -179,6 +188,8 @@ Config load_config(const std::filesystem::path& file);
 
 // Parses "10.0.0.0/8", "::1/128" or a bare address; nullopt when malformed.
 std::optional<Cidr> parse_cidr(const std::string& text);
+// A listen address on this machine's loopback: localhost, 127.0.0.0/8 or ::1.
+bool is_loopback_address(const std::string& address);
 bool cidr_contains(const Cidr& cidr, const std::array<std::uint8_t, 16>& addr, bool v6);
 
 }  // namespace gw

@@ -9,10 +9,6 @@
 #include <mutex>
 
 namespace gw::log {
-namespace {
-
-std::atomic<int> g_level{static_cast<int>(Level::info)};
-std::mutex g_write;
 
 std::string timestamp() {
   auto now = std::chrono::system_clock::now();
@@ -26,6 +22,11 @@ std::string timestamp() {
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
   return buf;
 }
+
+namespace {
+
+std::atomic<int> g_level{static_cast<int>(Level::info)};
+std::mutex g_write;
 
 void write_line(const nlohmann::json& j) {
   std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

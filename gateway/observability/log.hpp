@@ -3,6 +3,7 @@
 #pragma once
 #include <nlohmann/json_fwd.hpp>
 
+#include <string>
 #include <string_view>
 
 namespace gw::log {
@@ -10,6 +11,8 @@ namespace gw::log {
 enum class Level { debug = 0, info = 1, warn = 2, error = 3 };
 
 void set_level(Level level);
+// Now, as the log lines' `ts`: RFC 3339 UTC with milliseconds.
+std::string timestamp();
 Level parse_level(std::string_view text);
 bool enabled(Level level);
 

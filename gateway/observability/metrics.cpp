@@ -95,6 +95,11 @@ struct Registry {
                                                          .Name("gateway_config_reloads_total")
                                                          .Help("Configuration reloads")
                                                          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& notifications =
+      BuildCounter()
+          .Name("gateway_notifications_total")
+          .Help("Connection health events sent to notify.url")
+          .Register(*registry);
   prometheus::Family<prometheus::Gauge>& store_pending =
       BuildGauge()
           .Name("gateway_store_pending_records")
@@ -237,6 +242,12 @@ void token_refresh(const std::string& integration, std::string_view trigger,
 
 void store_operation(std::string_view op, bool ok) {
   reg().store_ops.Add({{"op", std::string(op)}, {"result", ok ? "ok" : "error"}}).Increment();
+}
+
+void notification(std::string_view event, std::string_view result) {
+  reg()
+      .notifications.Add({{"event", std::string(event)}, {"result", std::string(result)}})
+      .Increment();
 }
 
 void config_reload(bool ok) {

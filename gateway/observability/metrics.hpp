@@ -29,6 +29,8 @@ void upstream_handshake(bool resumed);
 void token_refresh(const std::string& integration, std::string_view trigger,
                    std::string_view result, double seconds);
 void store_operation(std::string_view op, bool ok);
+// A health event (SPEC 6.10): result is delivered | retried | dropped.
+void notification(std::string_view event, std::string_view result);
 void config_reload(bool ok);
 
 // Point-in-time values, set just before each scrape.

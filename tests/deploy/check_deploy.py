@@ -79,6 +79,11 @@ class DeployTest(unittest.TestCase):
         r = subprocess.run(["promtool", "check", "rules", os.path.join(ROOT, "prometheus", "alerts.yaml")],
                            capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # The alerts fire on the series they are about (dropped health events, pending records).
+        r = subprocess.run(["promtool", "test", "rules",
+                            os.path.join(os.path.dirname(os.path.abspath(__file__)), "alerts_test.yaml")],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def test_dashboard(self):
         with open(os.path.join(ROOT, "grafana", "gateway-dashboard.json")) as f:

@@ -123,6 +123,9 @@ class RedisFaultTest(unittest.TestCase):
         rt, sim = rotating_sim(4)
         store = redis_store(redis, "kill:")
         gws = [Gateway(W.path, config(store, sim, rt), name="kill-%d" % i).start() for i in range(3)]
+        stop = threading.Event()
+        asker = threading.Thread(target=lambda: None)
+        asker.start()
         try:
             for gw in gws:
                 self.assertEqual(gw.request("GET", "/chime/v1/leads")[0], 200)
@@ -131,12 +134,14 @@ class RedisFaultTest(unittest.TestCase):
             # killed in between, so the new record has nowhere to go.
             sim.control("/_sim/config", {"answer_delay_ms": 1500})
             redeemed = sim.state()["refresh_redeemed"]
-            stop = threading.Event()
             background = []
 
             def keep_asking():
                 while not stop.is_set():
-                    background.extend(traffic(gws, 0.05, seconds=0.3))
+                    try:
+                        background.extend(traffic(gws, 0.05, seconds=0.3))
+                    except OSError:
+                        return
 
             asker = threading.Thread(target=keep_asking)
             asker.start()
@@ -190,6 +195,8 @@ class RedisFaultTest(unittest.TestCase):
             self.assertEqual(after["refresh_reuse"], 0)
             self.assertEqual(scan_for_secrets([g.log_path for g in gws], extra=[ADMIN]), [])
         finally:
+            stop.set()
+            asker.join()
             stop_all([*gws, sim, redis.kill])
 
     def test_a_paused_redis_never_slows_requests_with_valid_tokens(self):

@@ -259,3 +259,31 @@ TEST_CASE("an integration's rate_limit: enforce by default, observe, off, nothin
   REQUIRE(problems.size() == 1);
   CHECK(problems[0] == "bad.yaml:5: integrations[0].rate_limit: must be enforce, observe or off");
 }
+
+TEST_CASE("notify: https or loopback http, a secret, known events") {
+  TempDir dir;
+  auto ok = dir.write("ok.yaml",
+                      "store: {kind: memory}\nnotify:\n  url: https://hooks.example/gw\n"
+                      "  secret: s\n  events: [needs_reauth, recovered]\n");
+  auto cfg = load_config(ok);
+  CHECK(cfg.notify.wants("needs_reauth"));
+  CHECK_FALSE(cfg.notify.wants("deleted"));
+  auto all = dir.write("all.yaml",
+                       "store: {kind: memory}\nnotify: {url: 'http://127.0.0.1:9/x', secret: s}\n");
+  CHECK(load_config(all).notify.wants("deleted"));
+  CHECK_FALSE(NotifyConfig{}.wants("deleted"));  // no url: no events
+  auto bad = dir.write("bad.yaml",
+                       "store: {kind: memory}\nnotify:\n  url: http://hooks.example/gw\n"
+                       "  events: [needs_reauth, oops]\n");
+  auto problems = problems_of(bad);
+  REQUIRE(problems.size() == 3);
+  CHECK(problems[0] ==
+        "bad.yaml:3: notify.url: must be https://, or http:// to a loopback address (127.0.0.1, "
+        "[::1], localhost)");
+  CHECK(problems[1] ==
+        "bad.yaml:3: notify.secret: is required: every event is signed with it "
+        "(X-Gateway-Signature)");
+  CHECK(problems[2] ==
+        "bad.yaml:4: notify.events[1]: \"oops\" is not an event (needs_reauth, degraded, "
+        "recovered, connected, deleted)");
+}
