@@ -13,13 +13,13 @@ clang-format --dry-run --Werror $files
 echo "== build"
 bash scripts/build.sh build
 echo "== tests"
-(cd build && ctest --output-on-failure --timeout 900)
+(cd build && ctest -j2 --output-on-failure --timeout 900)
 
 echo "== build (ASan + UBSan)"
 bash scripts/build.sh build-asan -DGATEWAY_SANITIZE=ON
 echo "== tests (ASan + UBSan)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-(cd build-asan && ctest --output-on-failure --timeout 900)
+(cd build-asan && ctest -j2 --output-on-failure --timeout 900)
 
 echo "== build (TSan)"
 bash scripts/build.sh build-tsan -DGATEWAY_TSAN=ON

@@ -5,11 +5,13 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/url/parse.hpp>
 
 #include <deque>
@@ -53,12 +55,27 @@ RedisReply convert(const redisReply* r) {
 
 }  // namespace
 
-// One connection: the socket and hiredis's reply parser, which keeps unparsed bytes.
+// One connection: the socket (under TLS for rediss://) and hiredis's reply parser, which
+// keeps unparsed bytes.
 struct RedisConn {
-  std::unique_ptr<beast::tcp_stream> stream;
+  std::unique_ptr<beast::tcp_stream> stream;  // plain redis://
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
   std::unique_ptr<redisReader, decltype(&redisReaderFree)> reader{nullptr, redisReaderFree};
+  bool open() const { return stream || tls; }
+  beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *stream; }
+  template <class Buffers>
+  asio::awaitable<std::tuple<beast::error_code, std::size_t>> read_some(const Buffers& b) {
+    if (tls) co_return co_await tls->async_read_some(b, nothrow);
+    co_return co_await stream->async_read_some(b, nothrow);
+  }
+  template <class Buffers>
+  asio::awaitable<std::tuple<beast::error_code, std::size_t>> write(const Buffers& b) {
+    if (tls) co_return co_await asio::async_write(*tls, b, nothrow);
+    co_return co_await asio::async_write(*stream, b, nothrow);
+  }
   void close() {
     stream.reset();
+    tls.reset();
     reader.reset();
   }
 };
@@ -67,7 +84,8 @@ struct RedisClient::Impl {
   asio::io_context ioc{1};
   asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};
   std::thread thread;
-  std::string host, port, password, db;
+  std::string host, port, user, password, db;
+  std::shared_ptr<asio::ssl::context> ssl;  // rediss://
   Millis timeout;
   RedisConn conn;
   bool busy = false;
@@ -99,10 +117,10 @@ struct RedisClient::Impl {
         co_return result;
       }
       if (limit.count())
-        c.stream->expires_after(limit);
+        c.tcp().expires_after(limit);
       else
-        c.stream->expires_never();
-      auto [ec, n] = co_await c.stream->async_read_some(asio::buffer(buf), nothrow);
+        c.tcp().expires_never();
+      auto [ec, n] = co_await c.read_some(asio::buffer(buf));
       if (ec) co_return failure(ec, "read: " + ec.message());
       redisReaderFeed(c.reader.get(), buf, n);
     }
@@ -126,8 +144,8 @@ struct RedisClient::Impl {
       bytes.append(cmd, static_cast<std::size_t>(n));
       redisFreeCommand(cmd);
     }
-    c.stream->expires_after(timeout);
-    auto [wec, wn] = co_await asio::async_write(*c.stream, asio::buffer(bytes), nothrow);
+    c.tcp().expires_after(timeout);
+    auto [wec, wn] = co_await c.write(asio::buffer(bytes));
     if (wec)
       co_return std::vector<RedisResult>(commands.size(), failure(wec, "write: " + wec.message()));
     std::vector<RedisResult> results;
@@ -144,31 +162,51 @@ struct RedisClient::Impl {
 
   // Resolves, connects, authenticates and selects the database on `c`.
   asio::awaitable<RedisResult> open(RedisConn& c) {
-    c.stream = std::make_unique<beast::tcp_stream>(ioc);
+    if (ssl)
+      c.tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ioc, *ssl);
+    else
+      c.stream = std::make_unique<beast::tcp_stream>(ioc);
     c.reader.reset(redisReaderCreate());
     asio::ip::tcp::resolver resolver(ioc);
     auto [rec, eps] = co_await resolver.async_resolve(host, port, nothrow);
     beast::error_code ec = rec;
     if (!ec) {
-      c.stream->expires_after(timeout);
-      auto [cec, ep] = co_await c.stream->async_connect(eps, nothrow);
+      c.tcp().expires_after(timeout);
+      auto [cec, ep] = co_await c.tcp().async_connect(eps, nothrow);
       ec = cec;
     }
     if (ec) {
       c.close();
       co_return failure(ec, "connect: " + ec.message());
     }
-    c.stream->socket().set_option(asio::ip::tcp::no_delay(true));
-    c.stream->socket().set_option(asio::socket_base::keep_alive(true));
+    c.tcp().socket().set_option(asio::ip::tcp::no_delay(true));
+    c.tcp().socket().set_option(asio::socket_base::keep_alive(true));
+    if (c.tls) {
+      // Verified like a vendor: the chain against the trust store, the name or IP against
+      // the certificate; a client certificate goes when the server asks for one.
+      boost::system::error_code not_ip;
+      asio::ip::make_address(host, not_ip);
+      if (not_ip) SSL_set_tlsext_host_name(c.tls->native_handle(), host.c_str());
+      c.tls->set_verify_mode(asio::ssl::verify_peer);
+      c.tls->set_verify_callback(asio::ssl::host_name_verification(host));
+      auto [hec] = co_await c.tls->async_handshake(asio::ssl::stream_base::client, nothrow);
+      if (hec) {
+        c.close();
+        co_return failure(hec, "TLS handshake: " + hec.message());
+      }
+    }
     std::vector<Command> hello;
-    if (!password.empty()) hello.push_back({"AUTH", password});
+    if (!user.empty())
+      hello.push_back({"AUTH", user, password});  // an ACL user (Redis 6+)
+    else if (!password.empty())
+      hello.push_back({"AUTH", password});
     if (!db.empty() && db != "0") hello.push_back({"SELECT", db});
     if (!hello.empty()) {
       auto rs = co_await exchange(c, std::move(hello));
       for (std::size_t i = 0; i < rs.size(); ++i) {
         if (rs[i].ok()) continue;
         c.close();
-        bool auth = !password.empty() && i == 0;
+        bool auth = (!password.empty() || !user.empty()) && i == 0;
         auto r = rs[i];
         if (!r.ec) r.ec = asio::error::access_denied;
         r.error = auth ? "AUTH failed" : "SELECT " + db + " failed";
@@ -187,7 +225,7 @@ struct RedisClient::Impl {
     }
     busy = true;
     std::vector<RedisResult> results;
-    if (!conn.stream) {
+    if (!conn.open()) {
       if (std::chrono::steady_clock::now() < next_connect) {
         results.assign(commands.size(), failure(asio::error::try_again, "reconnecting (backoff)"));
       } else {
@@ -251,12 +289,44 @@ struct RedisClient::Impl {
   }
 };
 
+namespace {
+
+// The trust for rediss://: the system store, plus store.redis.tls.ca_file; the client
+// certificate when one is configured. Throws std::invalid_argument naming the file.
+std::shared_ptr<asio::ssl::context> make_tls(const RedisTlsConfig& cfg) {
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                   asio::ssl::context::no_tlsv1_1);
+  boost::system::error_code ec;
+  ctx->set_default_verify_paths(ec);
+  auto load = [](const std::string& what, const std::string& file, auto&& f) {
+    boost::system::error_code e;
+    f(e);
+    if (e) throw std::invalid_argument("store.redis.tls." + what + ": cannot use " + file);
+  };
+  if (!cfg.ca_file.empty())
+    load("ca_file", cfg.ca_file, [&](auto& e) { ctx->load_verify_file(cfg.ca_file, e); });
+  if (!cfg.cert_file.empty()) {
+    load("cert_file", cfg.cert_file,
+         [&](auto& e) { ctx->use_certificate_chain_file(cfg.cert_file, e); });
+    load("key_file", cfg.key_file,
+         [&](auto& e) { ctx->use_private_key_file(cfg.key_file, asio::ssl::context::pem, e); });
+  }
+  return ctx;
+}
+
+}  // namespace
+
 RedisClient::RedisClient(const RedisConfig& config, Millis timeout)
     : impl_(std::make_shared<Impl>()), reachable_(impl_->reachable) {
   auto url = boost::urls::parse_uri(config.url);
-  if (!url || url->scheme() != "redis")
-    throw std::invalid_argument("store.redis.url must look like redis://host:6379/0");
-  impl_->host = std::string(url->host());
+  if (!url || (url->scheme() != "redis" && url->scheme() != "rediss"))
+    throw std::invalid_argument(
+        "store.redis.url must look like redis://host:6379/0 or rediss://user@host:6380/0");
+  impl_->host = std::string(url->host_address());
+  if (url->has_userinfo()) impl_->user = std::string(url->user());
+  if (url->scheme() == "rediss") impl_->ssl = make_tls(config.tls);
   impl_->port = url->has_port() ? std::string(url->port()) : "6379";
   std::string path(url->path());
   impl_->db = path.size() > 1 ? path.substr(1) : "0";

@@ -155,16 +155,7 @@ class ConfigLoader {
       if (reader_.get(n, k, "path", path)) cfg_.store.path = path;
       reader_.get(n, k, "key", cfg_.store.key);
       reader_.get_list(n, k, "previous_keys", cfg_.store.previous_keys);
-      if (auto r = n["redis"]) {
-        if (reader_.check_keys(r, "store.redis", {"url", "prefix", "password", "lock_lease"})) {
-          reader_.get(r, "store.redis", "url", cfg_.store.redis.url);
-          reader_.get(r, "store.redis", "prefix", cfg_.store.redis.prefix);
-          reader_.get(r, "store.redis", "password", cfg_.store.redis.password);
-          reader_.get_duration(r, "store.redis", "lock_lease", cfg_.store.redis.lock_lease);
-          if (cfg_.store.redis.lock_lease.count() != 0 && cfg_.store.redis.lock_lease < Millis(300))
-            reader_.problem(r["lock_lease"], "store.redis.lock_lease", "must be at least 300ms");
-        }
-      }
+      read_redis(reader_, n["redis"], cfg_.file.parent_path(), cfg_.store.redis);
       if (cfg_.store.kind != "file" && cfg_.store.kind != "redis" && cfg_.store.kind != "memory")
         reader_.problem(
             n["kind"], "store.kind",

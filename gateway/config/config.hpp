@@ -65,8 +65,14 @@ struct AdminConfig {
   std::string public_url;
 };
 
+// rediss:// (SPEC 3): extra trust anchors, and a client certificate if the server asks.
+struct RedisTlsConfig {
+  std::string ca_file, cert_file, key_file;
+};
+
 struct RedisConfig {
-  std::string url = "redis://127.0.0.1:6379/0";
+  std::string url = "redis://127.0.0.1:6379/0";  // rediss:// for TLS; USER@ for an ACL user
+  RedisTlsConfig tls;
   std::string prefix = "gateway:";
   std::string password;
   Millis lock_lease{0};  // 0: twice refresh.timeout

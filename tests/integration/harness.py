@@ -298,13 +298,22 @@ class Redis:
     """A real redis-server on 127.0.0.1 (no persistence unless `extra` asks for it), started
     on `port` or a free one; `extra` adds server arguments (TLS, replicaof, ...)."""
 
-    def __init__(self, workdir, port=None, extra=(), cli_args=()):
+    def __init__(self, workdir, port=None, extra=(), cli_args=(), tls=None):
+        """`tls`: {"cert", "key", "ca", "client_cert", "client_key"}: TLS only, on `port`,
+        clients must present a certificate from `ca`."""
         self.port = port or free_port()
         self.dir = os.path.join(workdir, "redis-%d" % self.port)
         self.cli_args = list(cli_args)
         os.makedirs(self.dir, exist_ok=True)
+        ports = ["--port", str(self.port)]
+        if tls:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", tls["cert"],
+                     "--tls-key-file", tls["key"], "--tls-ca-cert-file", tls["ca"],
+                     "--tls-auth-clients", "yes"]
+            self.cli_args = ["--tls", "--cacert", tls["ca"], "--cert", tls["client_cert"],
+                             "--key", tls["client_key"], *self.cli_args]
         self.proc = spawn(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            ["redis-server", *ports, "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10

@@ -14,13 +14,14 @@ import unittest
 import urllib.error
 import urllib.request
 
-from harness import (CA, Gateway, Redis, Sim, Workdir, base_config, scan_for_secrets, secret,
-                     stop_all, traffic)
+from harness import (CA, GATEWAY_BIN, Gateway, Redis, Sim, Workdir, base_config, scan_for_secrets,
+                     secret, stop_all, to_yaml, traffic)
 
 W = Workdir()
 CA_ = CA(W.path)
 CERT, KEY = CA_.issue("sim", "IP:127.0.0.1,DNS:localhost")
 ADMIN = secret("admin-" + os.urandom(8).hex())
+KEY_B64 = base64.b64encode(os.urandom(32)).decode()
 
 
 def readyz(gw):
@@ -234,6 +235,83 @@ class RedisFaultTest(unittest.TestCase):
             self.assertEqual(sim.state()["invalid_grant"], 0)
         finally:
             stop_all([gw, sim, redis.kill])
+
+
+@unittest.skipUnless(shutil.which("redis-server"), "redis-server is installed by scripts/setup.sh")
+class RedisAsOperatorsRunItTest(unittest.TestCase):
+    """rediss:// verified against a CA made here, a client certificate the server demands, an
+    ACL user limited to the gateway's prefix, and the default user switched off."""
+
+    @classmethod
+    def setUpClass(cls):
+        cert, key = CA_.issue("redis", "IP:127.0.0.1")
+        ccert, ckey = CA_.issue("redis-client", "DNS:gateway", usage="clientAuth")
+        cls.client = (ccert, ckey)
+        cls.password = secret("redis-pw-" + os.urandom(8).hex())
+        cls.redis = Redis(W.path, tls={"cert": cert, "key": key, "ca": CA_.cert,
+                                       "client_cert": ccert, "client_key": ckey})
+        r = cls.redis
+        assert r.cli("ACL", "SETUSER", "gw", "on", ">" + cls.password, "~tls:*", "&tls:*",
+                     "+@all", "-@dangerous").strip() == "OK"
+        assert r.cli("ACL", "SETUSER", "default", "off").strip() == "OK"
+        r.cli_args += ["--user", "gw", "--pass", cls.password, "--no-auth-warning"]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.redis.kill()
+
+    def store(self, ca_file=CA_.cert):
+        return {"kind": "redis", "key": KEY_B64,
+                "redis": {"url": "rediss://gw@127.0.0.1:%d/0" % self.redis.port,
+                          "password": self.password, "prefix": "tls:",
+                          "tls": {"ca_file": ca_file, "cert_file": self.client[0],
+                                  "key_file": self.client[1]}}}
+
+    def test_two_replicas_over_tls_with_an_acl_user_refresh_once_per_expiry(self):
+        rt, sim = rotating_sim(3)
+        gws = [Gateway(W.path, config(self.store(), sim, rt), name="tls-%d" % i).start()
+               for i in range(2)]
+        try:
+            # Both subscribe to the others' saves, over TLS, as the ACL user.
+            self.assertTrue(wait_for(
+                lambda: self.redis.cli("PUBSUB", "NUMSUB", "tls:updates").split() == ["tls:updates", "2"], 5))
+            start = time.time()
+            statuses = traffic(gws, 0.05, seconds=12)
+            elapsed = time.time() - start
+            st = sim.state()
+            version = self.redis.cli("HGET", "tls:record:acme", "version").strip()
+            print("\n[measure] rediss:// + ACL user + client certificate, 2 replicas, %.1f s of "
+                  "3 s tokens: %d requests, %d non-200, %d token requests, %d invalid_grant, "
+                  "record version %s" % (elapsed, len(statuses), len([s for s in statuses if s != 200]),
+                                         st["token_requests"], st["invalid_grant"], version))
+            self.assertEqual([s for s in statuses if s != 200], [])
+            self.assertEqual(st["invalid_grant"], 0)
+            self.assertEqual(st["refresh_reuse"], 0)
+            self.assertLessEqual(st["token_requests"], elapsed / 2 + 2)
+            self.assertGreaterEqual(int(version), 4)
+            for gw in gws:
+                self.assertEqual(readyz(gw)[0], 200)
+            self.assertEqual(scan_for_secrets([g.log_path for g in gws], extra=[ADMIN]), [])
+        finally:
+            stop_all([*gws, sim])
+
+    def test_a_wrong_ca_is_refused_at_start_with_a_clear_message(self):
+        other = CA(W.path, "Other CA")
+        rt, sim = rotating_sim(60)
+        path = os.path.join(W.path, "wrong-ca.yaml")
+        with open(path, "w") as f:
+            f.write(to_yaml(config(self.store(ca_file=other.cert), sim, rt)))
+        try:
+            r = subprocess.run([GATEWAY_BIN, "--config", path], capture_output=True, text=True,
+                               timeout=60)
+        finally:
+            sim.stop()
+        print("\n[measure] wrong CA: exit %d, %s" % (r.returncode, r.stderr.strip()))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot read the redis token store", r.stderr)
+        self.assertIn("TLS handshake", r.stderr)
+        self.assertIn("certificate verify failed", r.stderr)
+        self.assertNotIn(self.password, r.stdout + r.stderr)
 
 
 def admin_refresh(gw):

@@ -287,3 +287,24 @@ TEST_CASE("notify: https or loopback http, a secret, known events") {
         "bad.yaml:4: notify.events[1]: \"oops\" is not an event (needs_reauth, degraded, "
         "recovered, connected, deleted)");
 }
+
+TEST_CASE("redis store: rediss://, an ACL user, tls files") {
+  TempDir dir;
+  auto ok = dir.write("ok.yaml",
+                      "store:\n  kind: redis\n  key: k\n  redis:\n"
+                      "    url: rediss://gw@10.0.0.5:6380/1\n"
+                      "    tls: {ca_file: ca.pem, cert_file: c.pem, key_file: c.key}\n");
+  auto cfg = load_config(ok);
+  CHECK(cfg.store.redis.tls.ca_file == (dir.path / "ca.pem").string());
+  CHECK(cfg.store.redis.tls.key_file == (dir.path / "c.key").string());
+  auto bad = dir.write("bad.yaml",
+                       "store:\n  kind: redis\n  key: k\n  redis:\n    url: http://r/0\n"
+                       "    tls: {cert_file: c.pem}\n");
+  auto problems = problems_of(bad);
+  REQUIRE(problems.size() == 3);
+  CHECK(problems[0] ==
+        "bad.yaml:5: store.redis.url: must look like redis://host:6379/0 or "
+        "rediss://user@host:6380/0");
+  CHECK(problems[1] == "bad.yaml:6: store.redis.tls: cert_file and key_file go together");
+  CHECK(problems[2] == "bad.yaml:6: store.redis.tls: is for rediss:// urls");
+}
