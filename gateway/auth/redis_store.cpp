@@ -15,6 +15,7 @@
 #include "gateway/auth/redis_client.hpp"
 #include "gateway/auth/store_codec.hpp"
 #include "gateway/auth/token_store.hpp"
+#include "gateway/observability/log.hpp"
 
 namespace gw {
 
@@ -110,6 +111,7 @@ RedisStore::RedisStore(const StoreConfig& config, Millis timeout)
         decode_key(config.previous_keys[i], "store.previous_keys[" + std::to_string(i) + "]"));
   try {
     redis_ = std::make_unique<RedisClient>(config.redis, timeout);
+    replica_wait_ = std::min(Millis(1000), timeout / 2);
   } catch (const std::invalid_argument& e) {
     throw StoreError(e.what());
   }
@@ -189,12 +191,35 @@ std::map<std::string, TokenRecord> RedisStore::load() {
   return out;
 }
 
+// A save is done once a replica has it too, where the primary has replicas (SPEC 6.8): a
+// failover must not roll a rotated refresh token back. Not done, it stays pending and is
+// saved again (the same version: the compare-and-set lets it through) and waited for again.
+// A demoted primary refuses the write itself (READONLY).
 bool RedisStore::save(const TokenRecord& record) {
   auto sealed = crypto::base64(crypto::seal(key_, to_json(record).dump(), record.id));
-  auto r = redis_->exec_blocking({"EVAL", kCasScript, "2", prefix_ + "record:" + record.id,
-                                  prefix_ + "ids", std::to_string(record.version), sealed,
-                                  prefix_ + "updates", record.id});
-  return r.ok();
+  auto rs = redis_->pipeline_blocking(
+      {{"EVAL", kCasScript, "2", prefix_ + "record:" + record.id, prefix_ + "ids",
+        std::to_string(record.version), sealed, prefix_ + "updates", record.id},
+       {"ROLE"}});
+  if (!rs[0].ok()) return false;
+  if (saved_without_replicas(rs[1].reply)) return true;
+  auto w = redis_->exec_blocking({"WAIT", "1", std::to_string(replica_wait_.count())});
+  return w.ok() && w.reply.type == RedisReply::Type::integer && w.reply.integer >= 1;
+}
+
+bool RedisStore::saved_without_replicas(const RedisReply& role) {
+  if (role.type == RedisReply::Type::error) {
+    if (!role_refused_.exchange(true))
+      log::event(log::Level::warn,
+                 "Redis refuses ROLE to the gateway's user: saves cannot wait for a replica, and "
+                 "a failover could roll a rotated refresh token back (grant the user +role)",
+                 {{"error", role.str}});
+    return true;
+  }
+  // ["master", offset, [[ip, port, offset], ...]]
+  const auto& e = role.elements;
+  return role.type != RedisReply::Type::array || e.size() < 3 || e[0].str != "master" ||
+         e[2].elements.empty();
 }
 
 bool RedisStore::remove(const std::string& id) {

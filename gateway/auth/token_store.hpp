@@ -2,6 +2,7 @@
 // (connection id as associated data). The file kind replaces its file atomically (write,
 // fsync, rename, fsync folder) so a kill -9 at any moment leaves the old or the new file.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -115,6 +116,7 @@ class RefreshLock {
 };
 
 class RedisClient;
+struct RedisReply;
 
 // Records as Redis hashes {version, sealed} under `{prefix}record:{id}`, written with a
 // compare-and-set on the version (a stale writer never overwrites a newer token); locks as
@@ -146,6 +148,11 @@ class RedisStore final : public TokenStore, public RefreshLock {
   std::optional<TokenRecord> open_record(const std::string& id,
                                          const std::string& sealed_b64) const;
 
+  // Replication (SPEC 6.8): whether ROLE is refused to our user (then saves cannot wait
+  // for a replica, said once in the log), and how long a save waits for one (WAIT).
+  bool saved_without_replicas(const RedisReply& role);
+  std::atomic<bool> role_refused_{false};
+  Millis replica_wait_{1000};
   std::string prefix_, key_;
   std::vector<std::string> previous_keys_;
   struct Notifications;  // generations and the timers of replicas waiting on them

@@ -200,6 +200,38 @@ class RedisFaultTest(unittest.TestCase):
             asker.join()
             stop_all([*gws, sim, redis.kill])
 
+    def test_a_save_counts_only_once_a_replica_has_it(self):
+        primary = Redis(W.path)
+        replica = Redis(W.path, extra=["--replicaof", "127.0.0.1", str(primary.port)])
+        rt, sim = rotating_sim(600)
+        self.assertTrue(wait_for(lambda: "connected_slaves:1" in primary.cli("INFO", "replication")
+                                 and "master_link_status:up" in replica.cli("INFO", "replication"), 10))
+        gw = Gateway(W.path, config(redis_store(primary, "wait:"), sim, rt), name="wait").start()
+        try:
+            self.assertEqual(gw.request("GET", "/chime/v1/leads")[0], 200)
+            self.assertTrue(wait_for(lambda: readyz(gw)[0] == 200, 5))
+            os.kill(replica.proc.pid, signal.SIGSTOP)  # the replica stops taking the stream
+            try:
+                self.assertEqual(admin_refresh(gw), 200)  # served from memory meanwhile
+                self.assertTrue(wait_for(lambda: readyz(gw)[0] == 503, 3))
+                status, body = readyz(gw)
+                self.assertIn("1 token record is pending: the token store has not taken it yet",
+                              body["reasons"])
+                on_primary = primary.cli("HGET", "wait:record:acme", "version").strip()
+            finally:
+                os.kill(replica.proc.pid, signal.SIGCONT)
+            back = time.time()
+            self.assertTrue(wait_for(lambda: readyz(gw)[0] == 200, 5))
+            took = time.time() - back
+            on_replica = replica.cli("HGET", "wait:record:acme", "version").strip()
+            print("\n[measure] replica paused: the save stayed pending (version %s on the primary); "
+                  "%.2f s after the replica resumed it counted, version %s on the replica"
+                  % (on_primary, took, on_replica))
+            self.assertEqual(on_replica, on_primary)
+            self.assertEqual(sim.state()["invalid_grant"], 0)
+        finally:
+            stop_all([gw, sim, replica.kill, primary.kill])
+
     def test_a_paused_redis_never_slows_requests_with_valid_tokens(self):
         redis = Redis(W.path)
         rt, sim = rotating_sim(60)

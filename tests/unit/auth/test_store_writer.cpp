@@ -86,13 +86,16 @@ TokenRecord record(std::string id, std::uint64_t version) {
   return r;
 }
 
-// Runs one awaitable to its end on an event loop of the test's own.
+// Runs one awaitable to its end on an event loop of the test's own. The loop outlives every
+// writer, as the gateway's loops do: the writer's thread may still be inside its post to the
+// loop when run() returns, and destroying the loop then is a race (TSan saw it).
 template <class Make>
 bool run(Make make) {
-  asio::io_context ioc;
+  static asio::io_context ioc;
   bool out = false;
   asio::co_spawn(
       ioc, [&]() -> asio::awaitable<void> { out = co_await make(); }, asio::detached);
+  ioc.restart();
   ioc.run();
   return out;
 }

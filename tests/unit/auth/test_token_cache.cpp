@@ -89,6 +89,8 @@ class FlakyStore final : public TokenStore {
 };
 
 struct Fixture {
+  // First, so it goes last: the writer's thread may still be inside a post to it.
+  asio::io_context ioc;
   Clock::time_point now = Clock::now();
   std::shared_ptr<ScriptedEndpoint> endpoint = std::make_shared<ScriptedEndpoint>();
   std::shared_ptr<FlakyStore> store = std::make_shared<FlakyStore>();
@@ -97,7 +99,6 @@ struct Fixture {
   std::shared_ptr<TokenCache> cache;
   std::shared_ptr<const Routes> routes;
   std::shared_ptr<Connection> conn;
-  asio::io_context ioc;
   std::filesystem::path dir;
 
   Fixture() {
