@@ -29,7 +29,7 @@ class Receiver:
     """An HTTPS webhook receiver: records every delivery; answers 500 to the first
     `fail[event]` deliveries of an event, 200 to the rest."""
 
-    def __init__(self):
+    def __init__(self, tls=True):
         self.deliveries = []  # (headers, body bytes, status answered)
         self.fail = {}
         self.lock = threading.Lock()
@@ -53,10 +53,12 @@ class Receiver:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(CERT, KEY)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.url = "https://127.0.0.1:%d/hooks/gateway" % self.server.server_address[1]
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(CERT, KEY)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.url = "%s://127.0.0.1:%d/hooks/gateway" % ("https" if tls else "http",
+                                                        self.server.server_address[1])
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def delivered(self):
@@ -175,6 +177,25 @@ class NotifyTest(unittest.TestCase):
             self.assertIn('gateway_notifications_total{event="degraded",result="delivered"} 1', m)
             self.assertIn('gateway_notifications_total{event="deleted",result="delivered"} 1', m)
             self.assertEqual(scan_for_secrets([gw.log_path], extra=[ADMIN]), [])
+        finally:
+            stop_all([gw, sim, receiver.stop])
+
+    def test_plain_http_to_a_loopback_receiver_and_only_the_events_asked_for(self):
+        receiver = Receiver(tls=False)
+        rt = secret("rt-seed-" + os.urandom(8).hex())
+        sim = Sim("chime", CERT, KEY, "--client-id", "cid", "--seed-refresh", rt, "--token-lifetime", "600")
+        cfg = config(sim, receiver, rt)
+        cfg["notify"]["events"] = ["deleted"]
+        gw = Gateway(W.path, cfg, name="notify-http").start()
+        try:
+            sim.control("/_sim/config", {"fail_token": {"count": 1, "status": 503}})
+            self.assertEqual(admin(gw, "POST", "/admin/connections/acme/refresh"), 502)  # degraded
+            self.assertEqual(admin(gw, "DELETE", "/admin/connections/acme"), 204)
+            self.assertTrue(wait_for(lambda: len(receiver.delivered()) == 1, 10))
+            time.sleep(0.5)
+            self.assertEqual([e["event"] for e in receiver.delivered()], ["deleted"])
+            self.assertEqual(len(receiver.all()), 1)
+            self.check_signatures(receiver)
         finally:
             stop_all([gw, sim, receiver.stop])
 
