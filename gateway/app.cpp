@@ -91,18 +91,8 @@ class Gateway {
     notifier_ = make_notifier(store);
     parts.state_changed = [n = notifier_](const Connection& c, ConnectionState from,
                                           ConnectionState to, std::uint64_t version) {
-      HealthEvent e;
-      e.event = health_event(from, to);
-      e.connection = c.id;
-      e.integration = c.integration;
-      e.state = state_name(to);
-      e.previous_state = state_name(from);
-      {
-        std::lock_guard lock(c.lifecycle->mutex);
-        e.reason = c.lifecycle->last_error;
-      }
-      e.version = version;
-      n->send(std::move(e));
+      n->send(
+          health_event_of(c, health_event(from, to), state_name(to), state_name(from), version));
     };
     auto cache = std::make_shared<TokenCache>(std::move(parts));
     shared_.tokens = cache;

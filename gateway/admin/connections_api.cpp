@@ -208,19 +208,14 @@ asio::awaitable<AdminResponse> AdminServer::delete_connection(const std::string&
 
 void AdminServer::announce(const char* event, const Connection& c, std::string previous) const {
   if (!ctx_.health) return;
-  HealthEvent e;
-  e.event = event;
-  e.connection = c.id;
-  e.integration = c.integration;
-  e.previous_state = std::move(previous);
-  {
+  std::string state = "deleted";
+  if (std::string_view(event) != "deleted") {
     std::lock_guard lock(c.lifecycle->mutex);
-    e.state = std::string(event) == "deleted" ? "deleted" : state_name(c.lifecycle->state);
-    e.reason = c.lifecycle->last_error;
+    state = state_name(c.lifecycle->state);
   }
   auto cred = c.current();
-  e.version = cred ? cred->version : 0;
-  ctx_.health(std::move(e));
+  ctx_.health(
+      health_event_of(c, event, std::move(state), std::move(previous), cred ? cred->version : 0));
 }
 
 }  // namespace gw

@@ -29,6 +29,22 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
 
+HealthEvent health_event_of(const Connection& c, std::string event, std::string state,
+                            std::string previous, std::uint64_t version) {
+  HealthEvent e;
+  e.event = std::move(event);
+  e.connection = c.id;
+  e.integration = c.integration;
+  e.state = std::move(state);
+  e.previous_state = std::move(previous);
+  {
+    std::lock_guard lock(c.lifecycle->mutex);
+    e.reason = c.lifecycle->last_error;
+  }
+  e.version = version;
+  return e;
+}
+
 std::string health_event_id(const HealthEvent& e) {
   auto digest = crypto::sha256(e.connection + '\n' + e.event + '\n' + e.previous_state + '\n' +
                                std::to_string(e.version));

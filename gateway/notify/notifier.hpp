@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "gateway/auth/credential.hpp"
 #include "gateway/config/config.hpp"
 
 namespace gw {
@@ -23,6 +24,10 @@ struct HealthEvent {
   std::string reason;         // the last error, as the admin API shows it (never a secret)
   std::uint64_t version = 0;  // the credential version the change is about
 };
+
+// `event` about `c`, which went from `previous` to `state`; its reason is `c`'s last error.
+HealthEvent health_event_of(const Connection& c, std::string event, std::string state,
+                            std::string previous, std::uint64_t version);
 
 // The event's id: the same on every replica that sees the same change.
 std::string health_event_id(const HealthEvent& e);
